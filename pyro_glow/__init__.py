@@ -1,0 +1,34 @@
+"""pyro-glow: Glow-style normalizing flows as Pyro TransformModules."""
+
+from . import priors, transforms
+from .builders import glow
+from .checks import check_transform
+from .flow import Flow
+from .priors import DiagNormal, GaussianMixture, StandardNormal
+from .transforms import (
+    ActNorm,
+    AffineCoupling,
+    InvertibleConv1x1,
+    Split,
+    Squeeze,
+    Unsqueeze,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActNorm",
+    "AffineCoupling",
+    "DiagNormal",
+    "Flow",
+    "GaussianMixture",
+    "InvertibleConv1x1",
+    "Split",
+    "Squeeze",
+    "StandardNormal",
+    "Unsqueeze",
+    "check_transform",
+    "glow",
+    "priors",
+    "transforms",
+]

@@ -1,0 +1,88 @@
+"""Flow: a prior and a transform, the model object users train and sample."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_transform import ComposeTransformModule
+from torch import nn
+from torch.distributions import Transform
+
+from .transforms.base import FlowTransform, check_tensor, forward_and_log_det
+
+
+class Flow(nn.Module):
+    r"""A normalizing flow: ``x = transform(z)`` with ``z ~ prior()``.
+
+    Calling the module returns a fresh ``pyro.distributions.TransformedDistribution`` (the
+    layers' caches are cleared first), so it goes straight into Pyro:
+
+    .. code-block:: python
+
+        def model(x):
+            pyro.module("flow", flow)
+            with pyro.plate("data", len(x)):
+                pyro.sample("x", flow(), obs=x)
+
+    Density: :math:`\log p(x) = \log p_Z(f^{-1}(x)) - \log|\det J_f(f^{-1}(x))|`.
+
+    Args:
+        prior: an ``nn.Module`` whose call returns a distribution with ``event_shape`` equal to
+            the latent shape (see :mod:`pyro_glow.priors`).
+        transform: the generative map, a ``ComposeTransformModule`` or a list of transforms
+            (wrapped into one).
+
+    Example:
+        >>> from pyro_glow import glow
+        >>> flow = glow((2,), steps=2, hidden=8)
+        >>> flow.log_prob(torch.zeros(5, 2)).shape
+        torch.Size([5])
+    """
+
+    def __init__(self, prior: nn.Module, transform: Transform | Sequence[Transform]) -> None:
+        super().__init__()
+        if not isinstance(transform, ComposeTransformModule):
+            parts = [transform] if isinstance(transform, Transform) else list(transform)
+            if not all(isinstance(part, Transform) for part in parts):
+                raise TypeError("Flow: transform must be a Transform or a list of Transforms")
+            transform = ComposeTransformModule(parts)
+        self.prior = prior
+        self.transform = transform
+        latent_shape = prior().event_shape
+        self.event_shape = torch.Size(transform.forward_shape(latent_shape))
+
+    def clear_cache(self) -> None:
+        """Forget every layer's cached ``(x, y, log_det)``."""
+        for module in self.transform.modules():
+            if isinstance(module, FlowTransform):
+                module.clear_cache()
+
+    def forward(self) -> dist.TransformedDistribution:
+        """The flow as a Pyro distribution (built fresh, with empty layer caches)."""
+        self.clear_cache()
+        return dist.TransformedDistribution(self.prior(), self.transform)
+
+    def check_data(self, x: torch.Tensor) -> None:
+        """Raise ``TypeError``/``ValueError`` unless ``x`` has shape ``[..., *event_shape]``."""
+        check_tensor(x, len(self.event_shape), "Flow", "data")
+        if x.shape[x.dim() - len(self.event_shape) :] != self.event_shape:
+            raise ValueError(
+                f"Flow: data must have shape [..., {', '.join(map(str, self.event_shape))}]; "
+                f"got {list(x.shape)}"
+            )
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-density of ``x`` (shape ``[..., *event_shape]``), one value per batch element."""
+        self.check_data(x)
+        return self().log_prob(x)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """``n`` samples, the latent drawn at ``temperature`` (Glow's reduced-temperature
+        sampling: 1.0 is the model itself, 0 the image of the prior's mode(s))."""
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"Flow.sample: n must be a non-negative int; got {n!r}")
+        z = self.prior.sample((n,), temperature=temperature)
+        return forward_and_log_det(self.transform, z)[0]

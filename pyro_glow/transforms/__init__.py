@@ -1,0 +1,20 @@
+"""pyro-glow's layers: each a ``pyro.distributions.TransformModule``."""
+
+from .actnorm import ActNorm
+from .base import FlowTransform, forward_and_log_det, inverse_and_log_det
+from .conv1x1 import InvertibleConv1x1
+from .coupling import AffineCoupling
+from .split import Split
+from .squeeze import Squeeze, Unsqueeze
+
+__all__ = [
+    "ActNorm",
+    "AffineCoupling",
+    "FlowTransform",
+    "InvertibleConv1x1",
+    "Split",
+    "Squeeze",
+    "Unsqueeze",
+    "forward_and_log_det",
+    "inverse_and_log_det",
+]

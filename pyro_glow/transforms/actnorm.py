@@ -1,0 +1,119 @@
+"""ActNorm: Glow's per-channel affine layer with data-dependent initialisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import FlowTransform, batch_shape_of
+
+
+class ActNorm(FlowTransform):
+    r"""Per-channel affine map with data-dependent initialisation (Glow's activation norm).
+
+    Generative map (latent :math:`z` to data :math:`x`), per channel :math:`c`:
+
+    .. math:: x_c = z_c \exp(s_c) + b_c,
+       \qquad \log|\det J| = N \sum_c s_c,
+
+    with :math:`N = H W` for images and :math:`N = 1` for vectors.
+
+    The first batch that passes through the layer in *either* direction sets :math:`s, b` so
+    that the layer's output has zero mean and unit variance per channel: in the normalizing
+    direction (a density fitted to data) that is the latent, in the generative direction (a
+    variational guide) the data side. A channel whose variance is zero keeps unit scale (no
+    NaN), and a batch of a single sample leaves the identity in place (Pyro's
+    ``AutoNormalizingFlow`` draws one latent at a time). Whether the layer is initialised is a
+    buffer, so a model restored from a ``state_dict`` never re-initialises.
+
+    Shapes: ``event_dim=3``: ``[..., C, H, W]``; ``event_dim=1``: ``[..., D]``; any batch shape.
+
+    Example:
+        >>> layer = ActNorm(3)
+        >>> x = 5 + 3 * torch.randn(64, 3, 8, 8)
+        >>> z = layer.inv(x)          # first batch: initialises, z is standardised
+        >>> bool(abs(z.mean()) < 1e-4)
+        True
+
+    Reference: Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
+    arXiv:1807.03039, section 3.1.
+
+    Args:
+        features: number of channels ``C`` (images) or of coordinates ``D`` (vectors).
+        event_dim: 3 for images, 1 for vectors.
+        cache_size: 1 (default) keeps the last result for Pyro's log-det query; 0 disables it.
+    """
+
+    def __init__(self, features: int, event_dim: int = 3, cache_size: int = 1) -> None:
+        super().__init__(event_dim=event_dim, cache_size=cache_size)
+        if not isinstance(features, int) or features < 1:
+            raise ValueError(f"ActNorm: features must be a positive int; got {features!r}")
+        self.features = features
+        param_shape = (features, 1, 1) if event_dim == 3 else (features,)
+        self.log_scale = nn.Parameter(torch.zeros(param_shape))
+        self.bias = nn.Parameter(torch.zeros(param_shape))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._known_initialized = False
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, event_dim={self._event_dim}"
+
+    def _check_input(self, x: torch.Tensor, name: str) -> None:
+        super()._check_input(x, name)
+        channel_dim = -3 if self._event_dim == 3 else -1
+        if x.shape[channel_dim] != self.features:
+            layout = "[..., C, H, W]" if self._event_dim == 3 else "[..., D]"
+            raise ValueError(
+                f"ActNorm(features={self.features}): {name} of shape {list(x.shape)} has "
+                f"{x.shape[channel_dim]} channels in {layout}; expected {self.features}"
+            )
+
+    def _is_initialized(self) -> bool:
+        # The Python flag avoids a device sync per call once the buffer says True.
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)
+        return self._known_initialized
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = False
+
+    def _channel_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        channel_dim = x.dim() - 3 if self._event_dim == 3 else x.dim() - 1
+        per_channel = x.detach().movedim(channel_dim, 0).reshape(self.features, -1)
+        var, mean = torch.var_mean(per_channel, dim=1, unbiased=False)
+        std = var.sqrt()
+        tiny = torch.finfo(x.dtype).eps * (1.0 + mean.abs())
+        std = torch.where(std > tiny, std, torch.ones_like(std))
+        return mean.reshape(self.bias.shape), std.reshape(self.bias.shape)
+
+    def _maybe_initialize(self, x: torch.Tensor, generative: bool) -> None:
+        if self._is_initialized() or batch_shape_of(x, self._event_dim).numel() < 2:
+            return
+        mean, std = self._channel_stats(x)
+        with torch.no_grad():
+            if generative:
+                self.log_scale.copy_(-std.log())
+                self.bias.copy_(-mean / std)
+            else:
+                self.log_scale.copy_(std.log())
+                self.bias.copy_(mean)
+            self.initialized.fill_(True)
+        self._known_initialized = True
+
+    def _log_det(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = x.shape[-1] * x.shape[-2] if self._event_dim == 3 else 1
+        log_det = self.log_scale.sum() * pixels
+        return log_det.expand(batch_shape_of(x, self._event_dim))
+
+    def _forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._maybe_initialize(x, generative=True)
+        y = torch.addcmul(self.bias, x, self.log_scale.exp())
+        return y, self._log_det(x)
+
+    def _inverse_and_log_det(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._maybe_initialize(y, generative=False)
+        x = (y - self.bias) * torch.exp(-self.log_scale)
+        return x, self._log_det(y)

@@ -1,0 +1,151 @@
+"""The contract every pyro-glow layer keeps, checked for every layer and configuration."""
+
+import copy
+
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions.torch_transform import ComposeTransformModule
+
+from conftest import perturb_
+from pyro_glow import check_transform
+from pyro_glow.transforms import (
+    ActNorm,
+    AffineCoupling,
+    InvertibleConv1x1,
+    Split,
+    Squeeze,
+    Unsqueeze,
+)
+
+IMAGE = (4, 4, 4)
+VECTOR = (5,)
+
+
+def _small_inner():
+    return ComposeTransformModule(
+        [AffineCoupling(2, 6, mask="checkerboard"), InvertibleConv1x1(2), ActNorm(2)]
+    )
+
+
+def _layer_cases():
+    cases = []
+    for event_dim, shape in ((1, VECTOR), (3, IMAGE)):
+        cases.append((f"actnorm-{event_dim}d", lambda e=event_dim: ActNorm(shape_features(e), e), shape))
+        cases.append((f"conv1x1-{event_dim}d", lambda e=event_dim: InvertibleConv1x1(shape_features(e), e), shape))
+        for mask in ("channel", "checkerboard"):
+            for additive in (False, True):
+                for parity in (0, 1):
+                    name = f"coupling-{event_dim}d-{mask}-{'additive' if additive else 'affine'}-p{parity}"
+                    factory = lambda e=event_dim, m=mask, a=additive, p=parity: AffineCoupling(
+                        shape_features(e), hidden=6, event_dim=e, mask=m, parity=p, additive=a
+                    )
+                    cases.append((name, factory, shape))
+    cases.append(("squeeze", Squeeze, IMAGE))
+    cases.append(("unsqueeze", Unsqueeze, IMAGE))
+    cases.append(("split", lambda: Split(4), IMAGE))
+    cases.append(("split-inner", lambda: Split(4, _small_inner()), IMAGE))
+    return cases
+
+
+def shape_features(event_dim):
+    return VECTOR[0] if event_dim == 1 else IMAGE[0]
+
+
+CASES = _layer_cases()
+LEARNED = [case for case in CASES if case[0] not in ("squeeze", "unsqueeze")]
+BATCH_SHAPES = [(), (4,), (2, 3)]
+
+
+def _ready_layer(factory, shape, seed=0):
+    """A float64 layer, initialised on data (ActNorm) and perturbed away from the identity."""
+    torch.manual_seed(seed)
+    layer = factory().double()
+    layer(1.0 + 2.0 * torch.randn((16,) + shape, dtype=torch.float64))
+    perturb_(layer)
+    layer.clear_cache()
+    return layer
+
+
+def _base(layer, shape):
+    return dist.Normal(torch.zeros(shape, dtype=torch.float64), 1.0).to_event(len(shape))
+
+
+@pytest.mark.parametrize("batch_shape", BATCH_SHAPES, ids=str)
+@pytest.mark.parametrize("name,factory,shape", CASES, ids=[c[0] for c in CASES])
+def test_inverse_and_log_det_against_brute_force(name, factory, shape, batch_shape):
+    layer = _ready_layer(factory, shape)
+    x = torch.randn(batch_shape + shape, dtype=torch.float64)
+    errors = check_transform(layer, x, atol=1e-9)
+    assert set(errors) == {"inverse_of_forward", "forward_of_inverse", "log_det", "inverse_log_det"}
+    if name not in ("squeeze", "unsqueeze") and "additive" not in name:
+        y = layer(x)
+        assert bool((layer.log_abs_det_jacobian(x, y).abs() > 1e-6).all()), (
+            "log-det is zero: the test would not see a wrong formula"
+        )
+
+
+@pytest.mark.parametrize("name,factory,shape", LEARNED, ids=[c[0] for c in LEARNED])
+def test_every_parameter_gets_a_gradient(name, factory, shape):
+    layer = _ready_layer(factory, shape)
+    flow = dist.TransformedDistribution(_base(layer, shape), [layer])
+    data = flow.sample((8,))
+    layer.clear_cache()
+    (-flow.log_prob(data).sum() + flow.rsample((8,)).square().sum()).backward()
+    for param_name, parameter in layer.named_parameters():
+        assert parameter.grad is not None, param_name
+        assert parameter.grad.abs().sum() > 0, param_name
+
+
+@pytest.mark.parametrize("name,factory,shape", CASES, ids=[c[0] for c in CASES])
+def test_state_dict_round_trip(name, factory, shape):
+    layer = _ready_layer(factory, shape, seed=0)
+    twin = factory().double()
+    fresh = twin.with_cache(0)
+    x = torch.randn((3,) + shape, dtype=torch.float64)
+    if list(layer.parameters()):
+        assert not torch.allclose(fresh(x), layer(x)), "the twin must differ before loading"
+    twin.load_state_dict(layer.state_dict())
+    reference = layer.with_cache(0)
+    y = reference(x)
+    assert torch.equal(fresh(x), y)
+    assert torch.equal(fresh.inv(y), reference.inv(y))
+    assert torch.equal(fresh.log_abs_det_jacobian(x, y), reference.log_abs_det_jacobian(x, y))
+    assert torch.equal(copy.deepcopy(reference)(x), y)
+
+
+@pytest.mark.parametrize("name,factory,shape", CASES, ids=[c[0] for c in CASES])
+def test_with_cache_keeps_constructor_arguments(name, factory, shape):
+    layer = _ready_layer(factory, shape)
+    assert layer.with_cache(1) is layer
+    uncached = layer.with_cache(0)
+    assert uncached is not layer and uncached._cache_size == 0 and type(uncached) is type(layer)
+    assert uncached.extra_repr() == layer.extra_repr()
+    assert {k: v for k, v in vars(uncached).items() if not k.startswith("_")} == {
+        k: v for k, v in vars(layer).items() if not k.startswith("_")
+    }
+    for (n1, p1), (n2, p2) in zip(uncached.named_parameters(), layer.named_parameters()):
+        assert n1 == n2 and p1 is p2
+    x = torch.randn((3,) + shape, dtype=torch.float64)
+    assert torch.equal(uncached(x), layer(x))
+    y = layer(x)
+    assert uncached.inv(y) is not x and torch.allclose(uncached.inv(y), x, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_shape", [(), (4,)], ids=str)
+@pytest.mark.parametrize("name,factory,shape", CASES, ids=[c[0] for c in CASES])
+def test_inside_transformed_distribution(name, factory, shape, batch_shape):
+    layer = _ready_layer(factory, shape)
+    base = _base(layer, shape)
+    flow = dist.TransformedDistribution(base, [layer])
+    out_shape = tuple(layer.forward_shape(shape))
+    assert flow.event_shape == out_shape
+    assert flow.sample(batch_shape).shape == batch_shape + out_shape
+    sample = flow.rsample(batch_shape)
+    assert sample.requires_grad or not list(layer.parameters())
+    log_prob = flow.log_prob(sample)
+    assert log_prob.shape == batch_shape
+    layer.clear_cache()
+    z = layer.inv(sample.detach())
+    expected = base.log_prob(z) - layer.log_abs_det_jacobian(z, layer(z))
+    assert torch.allclose(log_prob, expected, atol=1e-10)
