@@ -1,6 +1,6 @@
 """Train a vector Glow on two-moons as a Pyro density (SVI) and plot what it learned.
 
-    python examples/moons.py --out runs/moons [--steps 1500] [--prior normal|mixture]
+    python examples/moons.py --out runs/moons [--steps 2000] [--prior normal|mixture]
 
 Writes ``density.png`` (the learned density in the data's units), ``samples.png`` (samples
 beside the test data), ``layers.png`` (the data after each flow step, the course's figure)
@@ -31,9 +31,9 @@ from pyro_glow import Flow, glow  # noqa: E402
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/moons"))
-    parser.add_argument("--steps", type=int, default=1500, help="SVI steps")
+    parser.add_argument("--steps", type=int, default=2000, help="SVI steps")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--flow-steps", type=int, default=8, help="Glow steps (K)")
     parser.add_argument("--hidden", type=int, default=64, help="coupling MLP width")
     parser.add_argument("--prior", choices=("normal", "diag", "mixture"), default="normal")
@@ -60,9 +60,7 @@ def train(flow: Flow, data: torch.Tensor, steps: int, batch_size: int, lr: float
     def guide(batch: torch.Tensor) -> None:
         pass
 
-    # Exponential decay to lr / 10 at the last step.
-    decay = 0.1 ** (1.0 / max(steps, 1))
-    optimizer = pyro.optim.ClippedAdam({"lr": lr, "clip_norm": 10.0, "lrd": decay})
+    optimizer = pyro.optim.ClippedAdam({"lr": lr, "clip_norm": 10.0})
     svi = SVI(model, guide, optimizer, Trace_ELBO())
     losses = []
     for _ in range(steps):
@@ -78,9 +76,9 @@ def plot_density(flow: Flow, mean: torch.Tensor, std: torch.Tensor, test: torch.
     with torch.no_grad():
         log_density = flow.log_prob((grid - mean) / std) - std.log().sum()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    mesh = ax.pcolormesh(xs, ys, log_density.exp(), shading="auto", cmap="magma")
+    mesh = ax.pcolormesh(xs.numpy(), ys.numpy(), log_density.exp().numpy(), shading="auto", cmap="magma")
     fig.colorbar(mesh, ax=ax, label="learned density p(x)")
-    ax.scatter(test[:300, 0], test[:300, 1], s=1, c="cyan", alpha=0.5, label="test data")
+    ax.scatter(test[:300, 0].numpy(), test[:300, 1].numpy(), s=1, c="cyan", alpha=0.5, label="test data")
     ax.set(title="Glow on two-moons: learned density", xlabel="$x_1$", ylabel="$x_2$")
     ax.legend(loc="upper right", markerscale=6)
     fig.tight_layout()
@@ -91,7 +89,7 @@ def plot_density(flow: Flow, mean: torch.Tensor, std: torch.Tensor, test: torch.
 def plot_samples(samples: torch.Tensor, test: torch.Tensor, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharex=True, sharey=True)
     for ax, points, title in ((axes[0], test, "test data"), (axes[1], samples, "flow samples")):
-        ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.4)
+        ax.scatter(points[:, 0].numpy(), points[:, 1].numpy(), s=1, alpha=0.4)
         ax.set(title=title, xlim=(-1.5, 2.5), ylim=(-1.0, 1.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -113,7 +111,8 @@ def plot_layers(flow: Flow, standardised: torch.Tensor, path: Path) -> None:
     rows = math.ceil(len(stages) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
     for ax, (title, points) in zip(axes.flat, stages):
-        ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.3, c=standardised[:, 0], cmap="coolwarm")
+        colour = standardised[:, 0].numpy()
+        ax.scatter(points[:, 0].numpy(), points[:, 1].numpy(), s=1, alpha=0.3, c=colour, cmap="coolwarm")
         ax.set_title(title, fontsize=9)
     for ax in list(axes.flat)[len(stages):]:
         ax.axis("off")
@@ -124,6 +123,8 @@ def plot_layers(flow: Flow, standardised: torch.Tensor, path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.steps < 0 or args.batch_size < 1 or args.train_size < 2 or args.test_size < 1:
+        raise SystemExit("--steps must be >= 0, --batch-size >= 1, --train-size >= 2, --test-size >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
     pyro.set_rng_seed(args.seed)
     pyro.clear_param_store()
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot_layers(flow, (test_data[:2000] - mean) / std, args.out / "layers.png")
     metrics = {
         "test_nll_nats": test_nll,
-        "final_train_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "final_train_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else None,
         "steps": args.steps,
         "batch_size": args.batch_size,
         "flow_steps": args.flow_steps,
