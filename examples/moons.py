@@ -69,16 +69,22 @@ def train(flow: Flow, data: torch.Tensor, steps: int, batch_size: int, lr: float
     return losses
 
 
-def plot_density(flow: Flow, mean: torch.Tensor, std: torch.Tensor, test: torch.Tensor, path: Path) -> None:
+def plot_density(
+    flow: Flow, mean: torch.Tensor, std: torch.Tensor, test: torch.Tensor, path: Path
+) -> None:
     xs = torch.linspace(-1.5, 2.5, 300)
     ys = torch.linspace(-1.0, 1.5, 200)
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
     with torch.no_grad():
         log_density = flow.log_prob((grid - mean) / std) - std.log().sum()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    mesh = ax.pcolormesh(xs.numpy(), ys.numpy(), log_density.exp().numpy(), shading="auto", cmap="magma")
+    mesh = ax.pcolormesh(
+        xs.numpy(), ys.numpy(), log_density.exp().numpy(), shading="auto", cmap="magma"
+    )
     fig.colorbar(mesh, ax=ax, label="learned density p(x)")
-    ax.scatter(test[:300, 0].numpy(), test[:300, 1].numpy(), s=1, c="cyan", alpha=0.5, label="test data")
+    ax.scatter(
+        test[:300, 0].numpy(), test[:300, 1].numpy(), s=1, c="cyan", alpha=0.5, label="test data"
+    )
     ax.set(title="Glow on two-moons: learned density", xlabel="$x_1$", ylabel="$x_2$")
     ax.legend(loc="upper right", markerscale=6)
     fig.tight_layout()
@@ -110,11 +116,13 @@ def plot_layers(flow: Flow, standardised: torch.Tensor, path: Path) -> None:
     columns = min(5, len(stages))
     rows = math.ceil(len(stages) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
-    for ax, (title, points) in zip(axes.flat, stages):
+    for ax, (title, points) in zip(axes.flat, stages, strict=False):
         colour = standardised[:, 0].numpy()
-        ax.scatter(points[:, 0].numpy(), points[:, 1].numpy(), s=1, alpha=0.3, c=colour, cmap="coolwarm")
+        ax.scatter(
+            points[:, 0].numpy(), points[:, 1].numpy(), s=1, alpha=0.3, c=colour, cmap="coolwarm"
+        )
         ax.set_title(title, fontsize=9)
-    for ax in list(axes.flat)[len(stages):]:
+    for ax in list(axes.flat)[len(stages) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -124,7 +132,9 @@ def plot_layers(flow: Flow, standardised: torch.Tensor, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.steps < 0 or args.batch_size < 1 or args.train_size < 2 or args.test_size < 1:
-        raise SystemExit("--steps must be >= 0, --batch-size >= 1, --train-size >= 2, --test-size >= 1")
+        raise SystemExit(
+            "--steps must be >= 0, --batch-size >= 1, --train-size >= 2, --test-size >= 1"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     pyro.set_rng_seed(args.seed)
     pyro.clear_param_store()

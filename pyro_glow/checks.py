@@ -1,4 +1,4 @@
-"""check_transform: verify any layer's inverse and log-determinant (the course's FlowModule.check)."""
+"""check_transform: verify a layer's inverse and log-determinant (the course's FlowModule.check)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,7 @@ def _max_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item() if a.numel() else 0.0
 
 
-def check_transform(
-    transform: Transform, x: torch.Tensor, atol: float = 1e-6
-) -> dict[str, float]:
+def check_transform(transform: Transform, x: torch.Tensor, atol: float = 1e-6) -> dict[str, float]:
     """Check that ``transform`` is a correct bijection with a correct log-determinant at ``x``.
 
     Checks, each with caches emptied so that nothing is answered from memory:
@@ -73,7 +71,9 @@ def check_transform(
         return transform.inv(value)
 
     def fail(check: str, detail: str) -> None:
-        raise AssertionError(f"check_transform({type(transform).__name__}): {check} failed: {detail}")
+        raise AssertionError(
+            f"check_transform({type(transform).__name__}): {check} failed: {detail}"
+        )
 
     errors: dict[str, float] = {}
     with torch.no_grad():
@@ -85,13 +85,16 @@ def check_transform(
         errors["forward_of_inverse"] = _max_error(fresh_forward(fresh_inverse(y_near)), y_near)
         _clear_caches(transform)
         log_det = transform.log_abs_det_jacobian(x, y)
-        _clear_caches(transform)
-        inverse_log_det = transform.inv.log_abs_det_jacobian(y, x)
+        # The inverse's own log-det: the one TransformedDistribution.log_prob uses.
+        inverse_log_det = transform.inv.log_abs_det_jacobian(y, fresh_inverse(y))
     for name in ("inverse_of_forward", "forward_of_inverse"):
         if not errors[name] <= atol:
             fail(name.replace("_", " "), f"max abs error {errors[name]:.3g} > atol {atol:.3g}")
     if log_det.shape != batch_shape:
-        fail("log-det shape", f"got {list(log_det.shape)}, expected the batch shape {list(batch_shape)}")
+        fail(
+            "log-det shape",
+            f"got {list(log_det.shape)}, expected the batch shape {list(batch_shape)}",
+        )
 
     events = x.reshape((math.prod(batch_shape),) + tuple(event_shape))
     brute = []
@@ -107,7 +110,10 @@ def check_transform(
     scale = 1.0 + expected.abs().max().item() if expected.numel() else 1.0
     errors["log_det"] = _max_error(log_det, expected)
     if not errors["log_det"] <= atol * scale:
-        fail("log-det against the brute-force Jacobian", f"max abs error {errors['log_det']:.3g} > {atol * scale:.3g}")
+        fail(
+            "log-det against the brute-force Jacobian",
+            f"max abs error {errors['log_det']:.3g} > {atol * scale:.3g}",
+        )
     errors["inverse_log_det"] = _max_error(inverse_log_det, -log_det)
     if not errors["inverse_log_det"] <= atol * scale:
         fail("inverse log-det = -log-det", f"max abs error {errors['inverse_log_det']:.3g}")

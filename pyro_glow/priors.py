@@ -21,7 +21,9 @@ PRIORS = ("normal", "diag", "mixture")
 def _as_shape(shape: Sequence[int] | int, owner: str) -> torch.Size:
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     if not shape or not all(isinstance(n, int) and n >= 1 for n in shape):
-        raise ValueError(f"{owner}: shape must be a non-empty sequence of positive ints; got {shape!r}")
+        raise ValueError(
+            f"{owner}: shape must be a non-empty sequence of positive ints; got {shape!r}"
+        )
     return torch.Size(shape)
 
 
@@ -48,7 +50,9 @@ class StandardNormal(nn.Module):
 
     def sample(self, sample_shape: Sequence[int] = (), temperature: float = 1.0) -> torch.Tensor:
         _check_temperature(temperature)
-        return temperature * torch.randn(tuple(sample_shape) + self.shape, device=self.zeros.device, dtype=self.zeros.dtype)
+        return temperature * torch.randn(
+            tuple(sample_shape) + self.shape, device=self.zeros.device, dtype=self.zeros.dtype
+        )
 
 
 class DiagNormal(nn.Module):
@@ -71,7 +75,9 @@ class DiagNormal(nn.Module):
 
     def sample(self, sample_shape: Sequence[int] = (), temperature: float = 1.0) -> torch.Tensor:
         _check_temperature(temperature)
-        noise = torch.randn(tuple(sample_shape) + self.shape, device=self.loc.device, dtype=self.loc.dtype)
+        noise = torch.randn(
+            tuple(sample_shape) + self.shape, device=self.loc.device, dtype=self.loc.dtype
+        )
         return self.loc + temperature * self.log_scale.exp() * noise
 
 
@@ -95,7 +101,9 @@ class GaussianMixture(nn.Module):
         super().__init__()
         self.shape = _as_shape(shape, "GaussianMixture")
         if not isinstance(components, int) or components < 1:
-            raise ValueError(f"GaussianMixture: components must be a positive int; got {components!r}")
+            raise ValueError(
+                f"GaussianMixture: components must be a positive int; got {components!r}"
+            )
         self.components = components
         size = math.prod(self.shape)
         self.logits = nn.Parameter(torch.zeros(components))
@@ -113,7 +121,9 @@ class GaussianMixture(nn.Module):
         _check_temperature(temperature)
         sample_shape = tuple(sample_shape)
         which = torch.distributions.Categorical(logits=self.logits.detach()).sample(sample_shape)
-        noise = torch.randn(sample_shape + self.locs.shape[1:], device=self.locs.device, dtype=self.locs.dtype)
+        noise = torch.randn(
+            sample_shape + self.locs.shape[1:], device=self.locs.device, dtype=self.locs.dtype
+        )
         flat = self.locs[which] + temperature * self.log_scales[which].exp() * noise
         return flat.reshape(sample_shape + self.shape)
 

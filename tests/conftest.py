@@ -4,6 +4,9 @@ import pyro
 import pytest
 import torch
 
+# Test tensors are small: one thread per xdist worker is much faster than oversubscribed cores.
+torch.set_num_threads(1)
+
 
 def perturb_(module: torch.nn.Module, scale: float = 0.05) -> None:
     """Add Gaussian noise to every parameter, so zero-initialised networks stop being the

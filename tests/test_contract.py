@@ -1,13 +1,15 @@
 """The contract every pyro-glow layer keeps, checked for every layer and configuration."""
 
 import copy
+from functools import partial
+from itertools import product
 
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import perturb_
 from pyro.distributions.torch_transform import ComposeTransformModule
 
-from conftest import perturb_
 from pyro_glow import check_transform
 from pyro_glow.transforms import (
     ActNorm,
@@ -31,25 +33,21 @@ def _small_inner():
 def _layer_cases():
     cases = []
     for event_dim, shape in ((1, VECTOR), (3, IMAGE)):
-        cases.append((f"actnorm-{event_dim}d", lambda e=event_dim: ActNorm(shape_features(e), e), shape))
-        cases.append((f"conv1x1-{event_dim}d", lambda e=event_dim: InvertibleConv1x1(shape_features(e), e), shape))
-        for mask in ("channel", "checkerboard"):
-            for additive in (False, True):
-                for parity in (0, 1):
-                    name = f"coupling-{event_dim}d-{mask}-{'additive' if additive else 'affine'}-p{parity}"
-                    factory = lambda e=event_dim, m=mask, a=additive, p=parity: AffineCoupling(
-                        shape_features(e), hidden=6, event_dim=e, mask=m, parity=p, additive=a
-                    )
-                    cases.append((name, factory, shape))
+        features = shape[0]
+        cases.append((f"actnorm-{event_dim}d", partial(ActNorm, features, event_dim), shape))
+        conv = partial(InvertibleConv1x1, features, event_dim)
+        cases.append((f"conv1x1-{event_dim}d", conv, shape))
+        for mask, additive, parity in product(("channel", "checkerboard"), (False, True), (0, 1)):
+            kind = "additive" if additive else "affine"
+            coupling = partial(
+                AffineCoupling, features, 6, event_dim, mask, parity=parity, additive=additive
+            )
+            cases.append((f"coupling-{event_dim}d-{mask}-{kind}-p{parity}", coupling, shape))
     cases.append(("squeeze", Squeeze, IMAGE))
     cases.append(("unsqueeze", Unsqueeze, IMAGE))
-    cases.append(("split", lambda: Split(4), IMAGE))
+    cases.append(("split", partial(Split, 4), IMAGE))
     cases.append(("split-inner", lambda: Split(4, _small_inner()), IMAGE))
     return cases
-
-
-def shape_features(event_dim):
-    return VECTOR[0] if event_dim == 1 else IMAGE[0]
 
 
 CASES = _layer_cases()
@@ -124,7 +122,9 @@ def test_with_cache_keeps_constructor_arguments(name, factory, shape):
     assert {k: v for k, v in vars(uncached).items() if not k.startswith("_")} == {
         k: v for k, v in vars(layer).items() if not k.startswith("_")
     }
-    for (n1, p1), (n2, p2) in zip(uncached.named_parameters(), layer.named_parameters()):
+    for (n1, p1), (n2, p2) in zip(
+        uncached.named_parameters(), layer.named_parameters(), strict=True
+    ):
         assert n1 == n2 and p1 is p2
     x = torch.randn((3,) + shape, dtype=torch.float64)
     assert torch.equal(uncached(x), layer(x))

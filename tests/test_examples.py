@@ -19,8 +19,22 @@ def _load_example(name):
 
 def test_moons_demo_writes_plots_and_metrics(tmp_path, capsys):
     moons = _load_example("moons")
-    args = ["--train-size", "512", "--test-size", "256", "--flow-steps", "2", "--hidden", "16",
-            "--batch-size", "64", "--prior", "mixture", "--lr", "5e-3"]
+    args = [
+        "--train-size",
+        "512",
+        "--test-size",
+        "256",
+        "--flow-steps",
+        "2",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "64",
+        "--prior",
+        "mixture",
+        "--lr",
+        "5e-3",
+    ]
     assert moons.main(args + ["--out", str(tmp_path / "untrained"), "--steps", "0"]) == 0
     untrained = json.loads((tmp_path / "untrained" / "metrics.json").read_text())
     assert moons.main(args + ["--out", str(tmp_path), "--steps", "30"]) == 0

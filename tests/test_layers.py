@@ -5,9 +5,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import perturb_
 from pyro.infer import SVI, Trace_ELBO
 
-from conftest import perturb_
 from pyro_glow import ActNorm, InvertibleConv1x1, Squeeze, check_transform, glow
 from pyro_glow.transforms import AffineCoupling, Split
 
@@ -80,7 +80,8 @@ def test_actnorm_constant_channel_and_single_sample():
     assert torch.isfinite(out).all() and torch.isfinite(layer.log_scale).all()
     assert torch.allclose(out[:, 1], torch.zeros(()), atol=1e-6)
     single = ActNorm(3)
-    assert torch.equal(single.inv(data[:1]), data[:1]) and not bool(single.initialized)
+    assert torch.equal(single.inv(data[:1]), data[:1]) and bool(single.initialized)
+    assert torch.equal(single.inv(data), data), "a later batch must not re-initialise"
 
 
 def test_actnorm_reloaded_model_does_not_reinitialise():
@@ -103,7 +104,9 @@ def test_lu_determinant_never_vanishes():
     sign, logabsdet = torch.linalg.slogdet(weight)
     assert sign != 0
     assert torch.allclose(logabsdet, layer.log_diag.sum(), atol=1e-6)
-    assert torch.allclose(layer.inverse_weight() @ weight, torch.eye(6, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(
+        layer.inverse_weight() @ weight, torch.eye(6, dtype=torch.float64), atol=1e-6
+    )
 
 
 def test_no_generic_matrix_inverse_per_call(monkeypatch):

@@ -24,9 +24,10 @@ class ActNorm(FlowTransform):
     that the layer's output has zero mean and unit variance per channel: in the normalizing
     direction (a density fitted to data) that is the latent, in the generative direction (a
     variational guide) the data side. A channel whose variance is zero keeps unit scale (no
-    NaN), and a batch of a single sample leaves the identity in place (Pyro's
-    ``AutoNormalizingFlow`` draws one latent at a time). Whether the layer is initialised is a
-    buffer, so a model restored from a ``state_dict`` never re-initialises.
+    NaN). A first call with a single sample gives no statistics: the layer then keeps the
+    identity as its initialisation (Pyro's ``AutoNormalizingFlow`` draws one latent at a time,
+    and a later batched draw must not overwrite what was trained since). Whether the layer is
+    initialised is a buffer, so a model restored from a ``state_dict`` never re-initialises.
 
     Shapes: ``event_dim=3``: ``[..., C, H, W]``; ``event_dim=1``: ``[..., D]``; any batch shape.
 
@@ -90,10 +91,16 @@ class ActNorm(FlowTransform):
         return mean.reshape(self.bias.shape), std.reshape(self.bias.shape)
 
     def _maybe_initialize(self, x: torch.Tensor, generative: bool) -> None:
-        if self._is_initialized() or batch_shape_of(x, self._event_dim).numel() < 2:
+        if self._is_initialized():
             return
-        mean, std = self._channel_stats(x)
         with torch.no_grad():
+            if batch_shape_of(x, self._event_dim).numel() < 2:
+                # No statistics from one sample: the identity becomes the initialisation, so
+                # a later batched call cannot overwrite parameters trained in the meantime.
+                self.initialized.fill_(True)
+                self._known_initialized = True
+                return
+            mean, std = self._channel_stats(x)
             if generative:
                 self.log_scale.copy_(-std.log())
                 self.bias.copy_(-mean / std)

@@ -16,8 +16,8 @@ from functools import reduce
 from typing import Any, NamedTuple
 
 import torch
-from torch import nn
 from pyro.distributions.torch_transform import TransformModule
+from torch import nn
 from torch.distributions import ComposeTransform, Transform, constraints
 from torch.distributions.utils import _sum_rightmost
 from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -158,8 +158,8 @@ class FlowTransform(TransformModule):
         """Forget the cached ``(x, y, log_det)``."""
         self._entry = None
 
-    def with_cache(self, cache_size: int = 1) -> "FlowTransform":
-        """The same layer (same constructor arguments, shared parameters) with another cache size."""
+    def with_cache(self, cache_size: int = 1) -> FlowTransform:
+        """The same layer (constructor arguments and parameters shared), another cache size."""
         if cache_size == self._cache_size:
             return self
         if cache_size not in (0, 1):
@@ -207,7 +207,7 @@ def flatten_batch(x: torch.Tensor, event_dim: int) -> torch.Tensor:
 
 
 def soft_clamp(raw: torch.Tensor, bound: float) -> torch.Tensor:
-    """``bound * tanh(raw / bound)``: the identity near 0, smooth, and within ``(-bound, bound)``."""
+    """``bound * tanh(raw / bound)``: the identity near 0, smooth, within ``(-bound, bound)``."""
     return bound * torch.tanh(raw / bound)
 
 
@@ -229,7 +229,7 @@ def forward_and_log_det(transform: Transform, x: torch.Tensor) -> tuple[torch.Te
         return transform.forward_and_log_det(x)
     if isinstance(transform, ComposeTransform) and transform.parts:
         terms = []
-        for part, event_dim in zip(transform.parts, _event_dims_along(transform)):
+        for part, event_dim in zip(transform.parts, _event_dims_along(transform), strict=True):
             x, log_det = forward_and_log_det(part, x)
             terms.append(_sum_rightmost(log_det, event_dim - part.domain.event_dim))
         return x, reduce(operator.add, terms)
@@ -243,7 +243,8 @@ def inverse_and_log_det(transform: Transform, y: torch.Tensor) -> tuple[torch.Te
         return transform.inverse_and_log_det(y)
     if isinstance(transform, ComposeTransform) and transform.parts:
         terms = []
-        for part, event_dim in reversed(list(zip(transform.parts, _event_dims_along(transform)))):
+        along = list(zip(transform.parts, _event_dims_along(transform), strict=True))
+        for part, event_dim in reversed(along):
             y, log_det = inverse_and_log_det(part, y)
             terms.append(_sum_rightmost(log_det, event_dim - part.domain.event_dim))
         return y, reduce(operator.add, terms)

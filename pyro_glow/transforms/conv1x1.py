@@ -50,7 +50,9 @@ class InvertibleConv1x1(FlowTransform):
     def __init__(self, features: int, event_dim: int = 3, cache_size: int = 1) -> None:
         super().__init__(event_dim=event_dim, cache_size=cache_size)
         if not isinstance(features, int) or features < 1:
-            raise ValueError(f"InvertibleConv1x1: features must be a positive int; got {features!r}")
+            raise ValueError(
+                f"InvertibleConv1x1: features must be a positive int; got {features!r}"
+            )
         self.features = features
         rotation, _ = torch.linalg.qr(torch.randn(features, features))
         lu, pivots = torch.linalg.lu_factor(rotation)

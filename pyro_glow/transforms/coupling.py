@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..nets import coupling_convnet, coupling_mlp
 from .base import FlowTransform, batch_shape_of, flatten_batch, soft_clamp

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.distributions import Transform
 
+from ..nets import zero_init
 from .base import (
     FlowTransform,
     batch_shape_of,
@@ -14,7 +15,6 @@ from .base import (
     inverse_and_log_det,
     soft_clamp,
 )
-from ..nets import zero_init
 
 
 class Split(FlowTransform):
