@@ -8,6 +8,7 @@ from .priors import DiagNormal, GaussianMixture, StandardNormal
 from .transforms import (
     ActNorm,
     AffineCoupling,
+    ElementwiseAffine,
     InvertibleConv1x1,
     Split,
     Squeeze,
@@ -20,6 +21,7 @@ __all__ = [
     "ActNorm",
     "AffineCoupling",
     "DiagNormal",
+    "ElementwiseAffine",
     "Flow",
     "GaussianMixture",
     "InvertibleConv1x1",

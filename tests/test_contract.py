@@ -14,6 +14,7 @@ from pyro_glow import check_transform
 from pyro_glow.transforms import (
     ActNorm,
     AffineCoupling,
+    ElementwiseAffine,
     InvertibleConv1x1,
     Split,
     Squeeze,
@@ -43,6 +44,9 @@ def _layer_cases():
                 AffineCoupling, features, 6, event_dim, mask, parity=parity, additive=additive
             )
             cases.append((f"coupling-{event_dim}d-{mask}-{kind}-p{parity}", coupling, shape))
+        affine = partial(ElementwiseAffine, shape, 0.3, -0.2)
+        cases.append((f"elementwise-affine-{event_dim}d", affine, shape))
+    cases.append(("fixed-affine", partial(ElementwiseAffine, IMAGE, 2.0, 1.5, False), IMAGE))
     cases.append(("squeeze", Squeeze, IMAGE))
     cases.append(("unsqueeze", Unsqueeze, IMAGE))
     cases.append(("split", partial(Split, 4), IMAGE))
@@ -51,7 +55,7 @@ def _layer_cases():
 
 
 CASES = _layer_cases()
-LEARNED = [case for case in CASES if case[0] not in ("squeeze", "unsqueeze")]
+LEARNED = [case for case in CASES if case[0] not in ("squeeze", "unsqueeze", "fixed-affine")]
 BATCH_SHAPES = [(), (4,), (2, 3)]
 
 

@@ -1,6 +1,7 @@
 """pyro-glow's layers: each a ``pyro.distributions.TransformModule``."""
 
 from .actnorm import ActNorm
+from .affine import ElementwiseAffine
 from .base import FlowTransform, forward_and_log_det, inverse_and_log_det
 from .conv1x1 import InvertibleConv1x1
 from .coupling import AffineCoupling
@@ -10,6 +11,7 @@ from .squeeze import Squeeze, Unsqueeze
 __all__ = [
     "ActNorm",
     "AffineCoupling",
+    "ElementwiseAffine",
     "FlowTransform",
     "InvertibleConv1x1",
     "Split",
