@@ -79,14 +79,11 @@ class FlowTransform(TransformModule):
         super().__init__(cache_size=cache_size)
         self._event_dim = event_dim
         self._entry: _CacheEntry | None = None
-
-    @property
-    def domain(self) -> constraints.Constraint:
-        return constraints.independent(constraints.real, self._event_dim)
-
-    @property
-    def codomain(self) -> constraints.Constraint:
-        return constraints.independent(constraints.real, self._event_dim)
+        self._tracked: tuple[torch.Tensor, ...] | None = None
+        # Plain attributes, not properties: ComposeTransform and TransformedDistribution
+        # query them many times per step.
+        self.domain = constraints.independent(constraints.real, event_dim)
+        self.codomain = constraints.independent(constraints.real, event_dim)
 
     def _forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -114,9 +111,13 @@ class FlowTransform(TransformModule):
         return self.inverse_and_log_det(y)[0]
 
     def _cache_key(self) -> tuple[int, int]:
-        versions = sum(p._version for p in self.parameters())
-        versions += sum(b._version for b in self.buffers())
-        return _OptimizerStepCounter.count, versions
+        if self._tracked is None:
+            self._tracked = tuple(self.parameters())
+        return _OptimizerStepCounter.count, sum(p._version for p in self._tracked)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> FlowTransform:
+        self._tracked = None  # .to() / .double() may replace tensors
+        return super()._apply(fn, recurse)
 
     def _cached(self) -> _CacheEntry | None:
         entry = self._entry
@@ -167,6 +168,7 @@ class FlowTransform(TransformModule):
         twin = copy.copy(self)
         twin._cache_size = cache_size
         twin._entry = None
+        twin._tracked = None
         twin._inv = None
         return twin
 

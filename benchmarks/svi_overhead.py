@@ -1,0 +1,94 @@
+"""SVI's overhead: the same flow, batches and optimizer settings trained by ``SVI.step``
+(with :class:`pyro_glow.optim.FlowOptimizer`) and by a plain PyTorch loop.
+
+    python benchmarks/svi_overhead.py [--repeats 30] [--json FILE]
+
+The two are timed alternately (A B A B ...) after a warm-up; the table gives the median step
+time of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO
+
+from pyro_glow import glow
+from pyro_glow.optim import FlowOptimizer
+from pyro_glow.training import density_model, empty_guide
+
+CASES = {
+    "moons: glow((2,), K=8, hidden=64), batch 256": ((2,), dict(steps=8, hidden=64), 256),
+    "images: glow((3,32,32), L=3, K=8, hidden=128), batch 32": (
+        (3, 32, 32),
+        dict(levels=3, steps=8, hidden=128),
+        32,
+    ),
+}
+
+
+def _svi_step(flow: torch.nn.Module, batch: torch.Tensor) -> Callable[[], float]:
+    pyro.clear_param_store()
+    svi = SVI(density_model(flow), empty_guide, FlowOptimizer("adam", lr=1e-4, clip_norm=50.0), Trace_ELBO())
+    return lambda: svi.step(batch)
+
+
+def _plain_step(flow: torch.nn.Module, batch: torch.Tensor) -> Callable[[], float]:
+    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-4)
+
+    def step() -> float:
+        loss = -flow.log_prob(batch).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), 50.0)
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def measure(shape: tuple[int, ...], kwargs: dict, batch_size: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    batch = torch.rand((batch_size, *shape))
+    svi_flow, plain_flow = glow(shape, **kwargs), glow(shape, **kwargs)
+    plain_flow.load_state_dict(svi_flow.state_dict())
+    steps = {"svi": _svi_step(svi_flow, batch), "plain": _plain_step(plain_flow, batch)}
+    times: dict[str, list[float]] = {"svi": [], "plain": []}
+    for _ in range(3):
+        for step in steps.values():
+            step()
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    svi, plain = statistics.median(times["svi"]), statistics.median(times["plain"])
+    return {"svi_ms": 1e3 * svi, "plain_ms": 1e3 * plain, "overhead": svi / plain - 1}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    results = {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'case':58s} {'SVI ms':>8s} {'plain ms':>9s} {'overhead':>9s}")
+    for name, (shape, kwargs, batch_size) in CASES.items():
+        result = measure(shape, kwargs, batch_size, args.repeats)
+        results[name] = result
+        print(f"{name:58s} {result['svi_ms']:8.2f} {result['plain_ms']:9.2f} {result['overhead']:9.1%}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
