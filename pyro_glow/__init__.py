@@ -5,6 +5,7 @@ from .builders import glow
 from .checks import check_transform
 from .flow import Flow
 from .priors import DiagNormal, GaussianMixture, StandardNormal
+from .training import load_checkpoint
 from .transforms import (
     ActNorm,
     AffineCoupling,
@@ -31,6 +32,7 @@ __all__ = [
     "Unsqueeze",
     "check_transform",
     "glow",
+    "load_checkpoint",
     "priors",
     "transforms",
 ]

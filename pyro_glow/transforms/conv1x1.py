@@ -99,11 +99,12 @@ class InvertibleConv1x1(FlowTransform):
         return torch.linalg.solve_triangular(upper, lower_inv_pt, upper=True)
 
     def _mix(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        # Under autocast the product may run in bfloat16; the flow's stream stays in x's dtype.
         if self._event_dim == 1:
-            return x @ matrix.T
+            return (x @ matrix.T).to(x.dtype)
         flat = flatten_batch(x, 3)
         out = F.conv2d(flat, matrix[:, :, None, None])
-        return out.reshape(x.shape)
+        return out.reshape(x.shape).to(x.dtype)
 
     def _log_det(self, x: torch.Tensor) -> torch.Tensor:
         pixels = x.shape[-1] * x.shape[-2] if self._event_dim == 3 else 1

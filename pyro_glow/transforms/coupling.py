@@ -142,6 +142,8 @@ class AffineCoupling(FlowTransform):
         else:
             out = self.net(x_cond)
             channel_dim = -1
+        # Under bfloat16 autocast the network runs in bfloat16; scales and log-dets do not.
+        out = out.to(x_cond.dtype)
         if self.additive:
             return out, None
         shift, raw = out.chunk(2, dim=channel_dim)

@@ -91,7 +91,7 @@ class Split(FlowTransform):
             )
 
     def _conditional_prior(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.prior_net(flatten_batch(kept, 3))
+        out = self.prior_net(flatten_batch(kept, 3)).to(kept.dtype)
         out = out.reshape(batch_shape_of(kept, 3) + out.shape[1:])
         mean, raw = out.chunk(2, dim=-3)
         return mean, soft_clamp(raw, self.scale_bound)

@@ -1,0 +1,214 @@
+"""Training end to end: the CLI on moons and on an image folder, checkpoints, resume after
+SIGKILL, the non-finite guard and the optimizer."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from PIL import Image
+
+from pyro_glow import load_checkpoint
+from pyro_glow.checkpoint import read_checkpoint
+from pyro_glow.cli import main
+from pyro_glow.optim import FlowOptimizer
+from pyro_glow.training import TrainConfig, Trainer, TrainingDiverged
+
+TINY_MOONS = ["--train-size", "512", "--test-size", "256", "--flow-steps", "2", "--hidden", "16"]
+
+
+def test_cli_trains_moons_then_samples_and_evaluates(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "moons", "--steps", "40", "--out", str(out), "--log-every", "10"]
+    assert main(args + ["--checkpoint-every", "20", *TINY_MOONS]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 40 and metrics["parameters"] > 0
+    assert math.isfinite(metrics["test_nll"]) and 0.2 < metrics["true_nll"] < 0.4
+    assert metrics["gap_nats"] == pytest.approx(metrics["test_nll"] - metrics["true_nll"])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20, 30, 40]
+    assert all(math.isfinite(r["loss"]) and r["examples_per_s"] > 0 for r in records)
+    assert read_checkpoint(out / "checkpoint.pt")["step"] == 40
+
+    assert main(["sample", str(out / "checkpoint.pt"), "--n", "50", "--out", str(tmp_path / "s.pt")]) == 0
+    assert torch.load(tmp_path / "s.pt").shape == (50, 2)
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoint.pt")]) == 0
+    assert json.loads(capsys.readouterr().out)["test_nll"] == pytest.approx(metrics["test_nll"])
+
+
+def test_loaded_flow_is_in_data_units(tmp_path):
+    config = TrainConfig(data="moons", steps=200, out=str(tmp_path), flow_steps=2, hidden=16,
+                         train_size=2000, test_size=500, lr=5e-3)
+    trainer = Trainer(config)
+    trainer.run()
+    flow = load_checkpoint(tmp_path / "checkpoint.pt")
+    test = trainer.data.test
+    with torch.no_grad():
+        assert torch.allclose(flow.log_prob(test), trainer.flow.log_prob(test), atol=1e-5)
+    samples = flow.sample(4000)
+    # Data units: the moons span x1 in [-1, 2] and x2 in [-0.5, 1]; means about (0.5, 0.25).
+    assert torch.allclose(samples.mean(0), test.mean(0), atol=0.15)
+    assert torch.allclose(samples.std(0), test.std(0), rtol=0.2)
+
+
+def _image_folder(root: Path, size: int = 8) -> Path:
+    """A tiny ImageFolder with train/ and test/ splits: smooth random colour gradients."""
+    generator = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, size)
+    for split, count in (("train", 24), ("test", 8)):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(count // 2):
+                colour = generator.uniform(0, 1, 3)
+                pixels = ramp[:, None, None] * ramp[None, :, None] * colour * 255
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{index}.png")
+    return root
+
+
+def test_cli_trains_on_an_image_folder(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    args = ["train", f"folder:{folder}", "--steps", "6", "--batch-size", "4", "--levels", "2",
+            "--flow-steps", "1", "--hidden", "8", "--log-every", "3", "--out", str(out)]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["test_bits_per_dim"] < 16
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6] and all("bits_per_dim" in r for r in records)
+    flow = load_checkpoint(out / "checkpoint.pt")
+    assert flow.sample(3, temperature=0.7).shape == (3, 3, 8, 8)
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoint.pt")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_bits_per_dim"] == pytest.approx(metrics["test_bits_per_dim"], rel=1e-5)
+
+
+def _train_command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pyro_glow", "train", "moons", "--steps", "300", "--out",
+            str(out), "--checkpoint-every", "20", "--log-every", "20", *TINY_MOONS, *extra]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_command(tmp_path / "whole"), env=env, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(killed), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (killed / "checkpoint.pt").exists() and read_checkpoint(killed / "checkpoint.pt")["step"] >= 40:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = read_checkpoint(killed / "checkpoint.pt")["step"]
+    assert 40 <= interrupted_at < 300, "the kill must land mid-training"
+
+    subprocess.run(_train_command(killed, "--resume"), env=env, check=True, capture_output=True)
+    whole = read_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    resumed = read_checkpoint(killed / "checkpoint.pt")
+    assert resumed["step"] == whole["step"] == 300
+    for key, value in whole["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(20, 301, 20))
+
+
+class _PoisonNet:
+    """A forward hook that makes a coupling network's output NaN while ``active``."""
+
+    def __init__(self):
+        self.active = False
+
+    def __call__(self, module, args, output):
+        return output * math.nan if self.active else output
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
+    config = TrainConfig(data="moons", steps=30, out=str(tmp_path), flow_steps=2, hidden=8,
+                         train_size=256, test_size=64, max_nonfinite=5, checkpoint_every=10)
+    trainer = Trainer(config)
+    poison = _PoisonNet()
+    trainer.flow.transform.parts[0].net.register_forward_hook(poison)
+    for _ in range(3):
+        trainer._step()
+    before = {k: v.clone() for k, v in trainer.flow.state_dict().items()}
+    poison.active = True
+    for _ in range(3):
+        trainer._step()
+    after = trainer.flow.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a NaN step must not update"
+    assert trainer.nonfinite == 3 and trainer.optim.skipped_steps == 3
+    poison.active = False
+    trainer._step()
+    assert trainer.consecutive_nonfinite == 0
+    good = {k: v.clone() for k, v in trainer.flow.state_dict().items()}
+    poison.active = True
+    with pytest.raises(TrainingDiverged, match="5 non-finite losses in a row at step 12"):
+        trainer.run()
+    saved = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert saved["step"] == 10  # the periodic checkpoint inside the streak keeps the good state
+    assert all(torch.equal(saved["model"][k], good[k]) for k in good)
+
+
+def test_flow_optimizer_warmup_clipping_and_state():
+    pyro.clear_param_store()
+    weight = pyro.param("weight", torch.ones(3))
+    optim = FlowOptimizer("adam", lr=0.1, warmup_steps=4, clip_norm=1.0)
+    rates = []
+    for _ in range(5):
+        weight.grad = torch.full((3,), 10.0)
+        rates.append(optim.current_lr())
+        optim([weight])
+    assert rates == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1])
+    assert optim.last_grad_norm == pytest.approx(math.sqrt(300.0))
+    assert weight.grad.norm().item() == pytest.approx(1.0)
+    state = optim.get_state()
+    twin = FlowOptimizer("adam", lr=0.1, warmup_steps=4, clip_norm=1.0)
+    twin.set_state(state)
+    weight.grad = torch.ones(3)
+    twin([weight])
+    assert twin.optimizer.state_dict()["state"][0]["step"].item() == 6
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        FlowOptimizer("sgd")
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
+    common = ["--steps", "15", "--batch-size", "64", "--device", "cpu", "--checkpoint-every", "15",
+              *TINY_MOONS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "pyro_glow", "train", "moons", "--out",
+                    str(tmp_path / "one"), *common], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node=2", "-m", "pyro_glow", "train", "moons", "--out",
+                    str(tmp_path / "two"), *common], env=env, check=True, capture_output=True)
+    one = read_checkpoint(tmp_path / "one" / "checkpoint.pt")["model"]
+    two = read_checkpoint(tmp_path / "two" / "checkpoint.pt")["model"]
+    moved = 0
+    for key, value in one.items():
+        assert torch.allclose(two[key], value, atol=1e-5, rtol=1e-4), key
+        moved += value.is_floating_point() and value.abs().sum() > 0
+    assert moved > 10
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["steps"] == 15
+
+
+def test_bf16_autocast_keeps_log_dets_in_float32(tmp_path):
+    config = TrainConfig(data="moons", steps=3, out=str(tmp_path), flow_steps=2, hidden=8,
+                         train_size=256, test_size=64, amp=True)
+    trainer = Trainer(config)
+    for _ in range(3):
+        assert math.isfinite(trainer._step())
+    with torch.autocast("cpu", torch.bfloat16):
+        z, log_det = trainer.flow.transform.parts[0].inverse_and_log_det(torch.randn(8, 2))
+    assert z.dtype == torch.float32 and log_det.dtype == torch.float32
