@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Parallel test workers: all cores, at most 4.
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
-.PHONY: demo test lint install clean
+.PHONY: demo test bench lint install clean
 
 install: $(STAMP)
 
@@ -16,15 +16,23 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/moons.py --out runs/moons
+	$(PY) -m pyro_glow train moons --steps 3000 --out runs/moons
+	$(PY) -m pyro_glow train moons --steps 3000 --prior mixture --out runs/moons-mixture
+
+# Benchmarks install their peers (normflows) into .venv only: never a runtime dependency.
+bench: $(STAMP)
+	$(PY) -m pip install --quiet normflows
+	mkdir -p runs/bench
+	$(PY) benchmarks/moons_nll.py --json runs/bench/moons_nll.json
+	$(PY) benchmarks/svi_overhead.py --json runs/bench/svi_overhead.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(WORKERS) pyro_glow tests
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m ruff check pyro_glow examples tests
-	$(PY) -m ruff format --check pyro_glow examples tests
+	$(PY) -m ruff check pyro_glow examples tests benchmarks
+	$(PY) -m ruff format --check pyro_glow examples tests benchmarks
 
 clean:
 	rm -rf runs build dist *.egg-info

@@ -35,7 +35,12 @@ CASES = {
 
 def _svi_step(flow: torch.nn.Module, batch: torch.Tensor) -> Callable[[], float]:
     pyro.clear_param_store()
-    svi = SVI(density_model(flow), empty_guide, FlowOptimizer("adam", lr=1e-4, clip_norm=50.0), Trace_ELBO())
+    svi = SVI(
+        density_model(flow),
+        empty_guide,
+        FlowOptimizer("adam", lr=1e-4, clip_norm=50.0),
+        Trace_ELBO(),
+    )
     return lambda: svi.step(batch)
 
 
@@ -83,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (shape, kwargs, batch_size) in CASES.items():
         result = measure(shape, kwargs, batch_size, args.repeats)
         results[name] = result
-        print(f"{name:58s} {result['svi_ms']:8.2f} {result['plain_ms']:9.2f} {result['overhead']:9.1%}")
+        svi, plain, overhead = result["svi_ms"], result["plain_ms"], result["overhead"]
+        print(f"{name:58s} {svi:8.2f} {plain:9.2f} {overhead:9.1%}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

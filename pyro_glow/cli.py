@@ -1,8 +1,8 @@
 """The ``pyro-glow`` command line (also ``python -m pyro_glow``).
 
-    pyro-glow train moons|cifar10|folder:PATH [options]
-    pyro-glow sample CHECKPOINT [--n N] [--temperature T] [--out FILE]
-    pyro-glow eval CHECKPOINT [--data-root DIR]
+pyro-glow train moons|cifar10|folder:PATH [options]
+pyro-glow sample CHECKPOINT [--n N] [--temperature T] [--out FILE]
+pyro-glow eval CHECKPOINT [--data-root DIR]
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .checkpoint import read_checkpoint
+from .plots import plot_run, save_samples
 from .priors import PRIORS
 from .training import TrainConfig, Trainer, TrainingDiverged, evaluate, load_checkpoint, load_data
 
@@ -82,16 +84,14 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingDiverged as error:
         print(f"pyro-glow: {error}", file=sys.stderr)
         return 2
-    from .plots import plot_run
-
-    plot_run(trainer)
-    print(json.dumps(metrics, indent=2))
+    if trainer.is_main:
+        figures = plot_run(trainer)
+        print(json.dumps(metrics, indent=2))
+        print(f"{len(figures)} figures, metrics.json and checkpoint.pt in {trainer.out}/")
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .plots import save_samples
-
     torch.manual_seed(args.seed)
     flow = load_checkpoint(args.checkpoint)
     samples = flow.sample(args.n, temperature=args.temperature)
@@ -101,8 +101,6 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .checkpoint import read_checkpoint
-
     state = read_checkpoint(args.checkpoint)
     config = TrainConfig(**state["config"])
     if args.data_root is not None:

@@ -81,7 +81,9 @@ class FlowOptimizer(PyroOptim):
     def _schedule(self, step: int) -> float:
         factor = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         if self.decay_steps:
-            factor *= 0.5 * (1.0 + math.cos(math.pi * min(step, self.decay_steps) / self.decay_steps))
+            factor *= 0.5 * (
+                1.0 + math.cos(math.pi * min(step, self.decay_steps) / self.decay_steps)
+            )
         return factor
 
     def _build(self, named: list[tuple[str, torch.Tensor]]) -> None:

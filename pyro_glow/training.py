@@ -287,7 +287,9 @@ class Trainer:
         distribution: Callable[[], Any] = self.flow
         if self.world_size > 1:
             distribution = self._distributed_flow()
-        self.svi = SVI(density_model(self.flow, distribution), empty_guide, self.optim, Trace_ELBO())
+        self.svi = SVI(
+            density_model(self.flow, distribution), empty_guide, self.optim, Trace_ELBO()
+        )
 
     @property
     def is_main(self) -> bool:
@@ -398,7 +400,9 @@ class Trainer:
             "nonfinite": self.nonfinite,
         }
         if self.data.is_image:
-            record["bits_per_dim"] = loss / (math.prod(self.data.shape) * math.log(2)) + self.data.n_bits
+            record["bits_per_dim"] = (
+                loss / (math.prod(self.data.shape) * math.log(2)) + self.data.n_bits
+            )
         return record
 
     def _step(self) -> float:
@@ -439,11 +443,17 @@ class Trainer:
                 window_steps += 1
                 self.elapsed = time.perf_counter() - started
                 if self.step % config.log_every == 0 or self.step == config.steps:
-                    record = self._record(last_loss, window_steps, time.perf_counter() - window_start)
+                    record = self._record(
+                        last_loss, window_steps, time.perf_counter() - window_start
+                    )
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     bar.set_postfix(
-                        {k: f"{record[k]:.3g}" for k in ("loss", "bits_per_dim", "examples_per_s") if k in record}
+                        {
+                            k: f"{record[k]:.3g}"
+                            for k in ("loss", "bits_per_dim", "examples_per_s")
+                            if k in record
+                        }
                     )
                     window_start, window_steps = time.perf_counter(), 0
                 bar.update(1)
@@ -468,7 +478,11 @@ class Trainer:
                 "wall_time_s": self.elapsed,
                 "examples_per_s": self.step * self.config.batch_size / max(self.elapsed, 1e-9),
                 "device": str(self.device)
-                + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else ""),
+                + (
+                    f" ({torch.cuda.get_device_name(self.device)})"
+                    if self.device.type == "cuda"
+                    else ""
+                ),
                 "parameters": sum(p.numel() for p in self.flow.parameters()),
                 "nonfinite_steps": self.nonfinite,
                 "data": self.config.data,
