@@ -17,7 +17,7 @@ def _load_example(name):
     return module
 
 
-def test_moons_demo_writes_plots_and_metrics(tmp_path, capsys):
+def test_moons_example_writes_plots_and_metrics(tmp_path, capsys):
     moons = _load_example("moons")
     args = [
         "--train-size",
@@ -38,13 +38,14 @@ def test_moons_demo_writes_plots_and_metrics(tmp_path, capsys):
     assert moons.main(args + ["--out", str(tmp_path / "untrained"), "--steps", "0"]) == 0
     untrained = json.loads((tmp_path / "untrained" / "metrics.json").read_text())
     assert moons.main(args + ["--out", str(tmp_path), "--steps", "30"]) == 0
-    for name in ("density.png", "samples.png", "layers.png"):
+    for name in ("moons_density.png", "moons_samples.png", "moons_layers.png"):
         assert (tmp_path / name).stat().st_size > 10_000, name
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert math.isfinite(metrics["test_nll_nats"]) and metrics["steps"] == 30
+    assert math.isfinite(metrics["test_nll"]) and metrics["steps"] == 30
     # Measured: about 2.7 nats untrained, 2.0 after 30 steps.
-    assert metrics["test_nll_nats"] < untrained["test_nll_nats"] - 0.3
+    assert metrics["test_nll"] < untrained["test_nll"] - 0.3
     assert "test NLL" in capsys.readouterr().out
+    assert metrics["gap_nats"] == metrics["test_nll"] - metrics["true_nll"]
 
 
 def test_python_m_pyro_glow_prints_help():
