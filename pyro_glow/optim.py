@@ -64,7 +64,9 @@ class FlowOptimizer(PyroOptim):
             raise ValueError(f"clip_norm must be positive or None; got {clip_norm!r}")
         if decay_steps is not None and (not isinstance(decay_steps, int) or decay_steps < 1):
             raise ValueError(f"decay_steps must be a positive int or None; got {decay_steps!r}")
-        super().__init__(OPTIMIZERS[name], {"lr": lr, **optim_args})
+        # The multi-tensor implementation: one kernel launch per op for all parameters
+        # (torch picks it on GPUs by default, not on the CPU).
+        super().__init__(OPTIMIZERS[name], {"lr": lr, "foreach": True, **optim_args})
         self.name = name
         self.lr = lr
         self.warmup_steps = warmup_steps
