@@ -25,6 +25,7 @@ bench: $(STAMP)
 	mkdir -p runs/bench
 	$(PY) benchmarks/moons_nll.py --json runs/bench/moons_nll.json
 	$(PY) benchmarks/svi_overhead.py --json runs/bench/svi_overhead.json
+	$(PY) benchmarks/cifar_cpu.py --json runs/bench/cifar_cpu.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(WORKERS) pyro_glow tests

@@ -168,7 +168,9 @@ def load_data(config: TrainConfig) -> TrainingData:
         return TrainingData((2,), train, test, config.n_bits)
     train_set = image_dataset(config.data, config.data_root, train=True)
     test_set = image_dataset(config.data, config.data_root, train=False)
-    if train_set is test_set or getattr(train_set, "root", 1) == getattr(test_set, "root", 2):
+    folder = config.data.removeprefix("folder:")
+    if config.data.startswith("folder:") and not (Path(folder) / "train").is_dir():
+        # A folder without train/ and test/ splits: hold out a seeded tenth for testing.
         split = torch.Generator().manual_seed(config.seed)
         held_out = max(1, len(train_set) // 10)
         train_set, test_set = torch.utils.data.random_split(

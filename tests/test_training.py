@@ -20,7 +20,7 @@ from pyro_glow import load_checkpoint
 from pyro_glow.checkpoint import read_checkpoint
 from pyro_glow.cli import main
 from pyro_glow.optim import FlowOptimizer
-from pyro_glow.training import TrainConfig, Trainer, TrainingDiverged
+from pyro_glow.training import TrainConfig, Trainer, TrainingDiverged, load_data
 
 TINY_MOONS = ["--train-size", "512", "--test-size", "256", "--flow-steps", "2", "--hidden", "16"]
 
@@ -323,3 +323,16 @@ def test_bf16_autocast_keeps_log_dets_in_float32(tmp_path):
     with torch.autocast("cpu", torch.bfloat16):
         z, log_det = trainer.flow.transform.parts[0].inverse_and_log_det(torch.randn(8, 2))
     assert z.dtype == torch.float32 and log_det.dtype == torch.float32
+
+
+def test_a_folder_without_splits_holds_out_a_tenth(tmp_path):
+    folder = _image_folder(tmp_path / "images")
+    flat = tmp_path / "flat"
+    (flat / "a").mkdir(parents=True)
+    for index, image in enumerate(sorted((folder / "train" / "a").glob("*.png"))):
+        (flat / "a" / f"{index}.png").write_bytes(image.read_bytes())
+    for index, image in enumerate(sorted((folder / "test" / "b").glob("*.png"))):
+        (flat / "a" / f"t{index}.png").write_bytes(image.read_bytes())
+    data = load_data(TrainConfig(data=f"folder:{flat}", out=str(tmp_path)).resolved())
+    assert (len(data.train), len(data.test)) == (15, 1)
+    assert data.shape == (3, 8, 8) and data.train.dtype == torch.uint8
