@@ -1,8 +1,6 @@
 r"""Data for training and evaluating flows: two moons, its true density, and image datasets.
 
 - :func:`make_moons_data` draws scikit-learn's two-moons data as float32 tensors.
-- :class:`Standardizer` is the per-coordinate standardisation kept with a model, with the
-  log-determinant that turns a density on standardised data back into one on the data.
 - :func:`moons_log_density` is the *true* log-density of the two-moons generator, the floor
   a model's test NLL on that data can be compared with.
 - :func:`image_dataset` opens CIFAR-10 or a folder of images as ``uint8`` tensors
@@ -13,12 +11,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from .transforms.base import check_tensor
@@ -79,95 +75,6 @@ def make_moons_data(
         return torch.as_tensor(x, dtype=torch.float32)
 
     return draw(train_size, seed), draw(test_size, seed + 1)
-
-
-class Standardizer(nn.Module):
-    r"""Per-coordinate affine standardisation ``x -> (x - mean) / std``, kept with a model.
-
-    ``mean`` and ``std`` are buffers, so they travel with the model's ``state_dict`` and
-    device. ``Standardizer(shape)`` is the identity (mean 0, std 1) of that shape, the empty
-    module to load a checkpoint into; :meth:`fit` estimates both from data.
-
-    A density model of the standardised data gives the density of the data by the change of
-    variables: ``log p_x(x) = log p_z(standardizer(x)) + standardizer.log_abs_det()``.
-
-    Args:
-        shape: the shape of one data point (an int or a sequence of ints), e.g. ``(2,)``.
-
-    Example:
-        >>> x = torch.tensor([[0.0, 10.0], [2.0, 30.0]])
-        >>> standardize = Standardizer.fit(x)
-        >>> standardize(x)
-        tensor([[-1., -1.],
-                [ 1.,  1.]])
-        >>> torch.allclose(standardize.inverse(standardize(x)), x)
-        True
-        >>> round(standardize.log_abs_det().item(), 4)  # -log(1) - log(10)
-        -2.3026
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, shape: int | Sequence[int]) -> None:
-        super().__init__()
-        dims = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
-        if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in dims):
-            raise ValueError(f"Standardizer: shape must be an int or ints; got {shape!r}")
-        if not all(n >= 1 for n in dims):
-            raise ValueError(f"Standardizer: shape must be positive; got {shape!r}")
-        self.register_buffer("mean", torch.zeros(dims))
-        self.register_buffer("std", torch.ones(dims))
-
-    @classmethod
-    def fit(cls, x: torch.Tensor) -> Standardizer:
-        """The standardisation of the data ``x`` (shape ``[N, *shape]``, ``N >= 1``).
-
-        ``mean`` and ``std`` are the per-coordinate mean and population standard deviation
-        over the first dim; a coordinate with zero spread (or a single sample) gets std 1,
-        so the map stays invertible. The buffers take ``x``'s dtype and device.
-        """
-        check_tensor(x, 0, "Standardizer.fit", "x")
-        if x.dim() < 2:
-            raise ValueError(
-                f"Standardizer.fit: x must have shape [N, *shape] (samples first); "
-                f"got shape {list(x.shape)}"
-            )
-        if len(x) < 1:
-            raise ValueError("Standardizer.fit: x must hold at least one sample; got none")
-        if not torch.isfinite(x).all():
-            raise ValueError("Standardizer.fit: x contains NaN or infinite values")
-        standardizer = cls(tuple(x.shape[1:])).to(device=x.device, dtype=x.dtype)
-        std = x.std(dim=0, correction=0)
-        standardizer.mean.copy_(x.mean(dim=0))
-        standardizer.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
-        return standardizer
-
-    def _check(self, x: torch.Tensor, name: str) -> None:
-        check_tensor(x, self.mean.dim(), f"Standardizer.{name}", "input")
-        if x.shape[x.dim() - self.mean.dim() :] != self.mean.shape:
-            raise ValueError(
-                f"Standardizer.{name}: input must have shape [..., "
-                f"{', '.join(map(str, self.mean.shape))}]; got {list(x.shape)}"
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardise: ``(x - mean) / std``, for ``x`` of shape ``[..., *shape]``."""
-        self._check(x, "forward")
-        return (x - self.mean) / self.std
-
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        """Undo the standardisation: ``z * std + mean``."""
-        self._check(z, "inverse")
-        return z * self.std + self.mean
-
-    def log_abs_det(self) -> torch.Tensor:
-        r"""The log-determinant of ``x -> (x - mean) / std``: ``-sum(log std)``, a scalar.
-
-        Add it to a log-density of the standardised data to get the log-density of the data:
-        :math:`\log p_x(x) = \log p_z((x - \mu) / \sigma) - \sum_i \log \sigma_i`.
-        """
-        return -torch.log(self.std).sum()
 
 
 def moons_log_density(x: torch.Tensor, noise: float, points: int = 4096) -> torch.Tensor:

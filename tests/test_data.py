@@ -1,4 +1,4 @@
-"""Data: the two-moons sets and their true density, the Standardizer, image datasets."""
+"""Data: the two-moons sets and their true density, image datasets."""
 
 import math
 
@@ -9,7 +9,7 @@ import torchvision
 from PIL import Image
 from sklearn.datasets import make_moons
 
-from pyro_glow.data import Standardizer, image_dataset, make_moons_data, moons_log_density
+from pyro_glow.data import image_dataset, make_moons_data, moons_log_density
 
 # --- two moons -----------------------------------------------------------------------------
 
@@ -101,73 +101,6 @@ def test_moons_density_batch_shapes_and_bad_input():
             moons_log_density(x, noise=noise)
     with pytest.raises(ValueError, match="points"):
         moons_log_density(x, noise=0.1, points=0)
-
-
-# --- Standardizer --------------------------------------------------------------------------
-
-
-def _data():
-    generator = torch.Generator().manual_seed(0)
-    scale = torch.tensor([0.5, 3.0, 0.0])
-    return torch.randn(200, 3, generator=generator) * scale + torch.tensor([1.0, -2.0, 7.0])
-
-
-def test_standardizer_fit_and_round_trip():
-    x = _data()
-    standardize = Standardizer.fit(x)
-    z = standardize(x)
-    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
-    torch.testing.assert_close(z[:, :2].std(0, correction=0), torch.ones(2))
-    # The constant coordinate keeps std 1: it is only centred, and the map stays invertible.
-    assert standardize.std[2] == 1 and torch.all(z[:, 2].abs() < 1e-5)
-    torch.testing.assert_close(standardize.inverse(z), x)
-    torch.testing.assert_close(standardize(standardize.inverse(x)), x)
-    # Any batch shape in front.
-    torch.testing.assert_close(standardize(x.reshape(10, 20, 3)), z.reshape(10, 20, 3))
-    with pytest.raises(ValueError, match=r"\[\.\.\., 3\]"):
-        standardize(torch.zeros(5, 2))
-
-
-def test_standardizer_log_abs_det_is_the_jacobian():
-    standardize = Standardizer.fit(_data())
-    jacobian = torch.autograd.functional.jacobian(standardize, torch.tensor([0.3, -1.0, 2.0]))
-    torch.testing.assert_close(standardize.log_abs_det(), torch.linalg.slogdet(jacobian)[1])
-    assert standardize.log_abs_det().shape == ()
-    # The change of variables: a standard normal on z is N(mean, std^2) on x.
-    x = torch.tensor([[0.3, -1.0, 2.0], [1.0, 1.0, 1.0]])
-    normal = torch.distributions.Normal(0.0, 1.0)
-    log_px = normal.log_prob(standardize(x)).sum(-1) + standardize.log_abs_det()
-    direct = torch.distributions.Normal(standardize.mean, standardize.std).log_prob(x).sum(-1)
-    torch.testing.assert_close(log_px, direct)
-
-
-def test_standardizer_state_dict_round_trip():
-    fitted = Standardizer.fit(make_moons_data(train_size=500, test_size=1)[0])
-    assert set(fitted.state_dict()) == {"mean", "std"}
-    empty = Standardizer((2,))
-    x = torch.randn(7, 2)
-    torch.testing.assert_close(empty(x), x)
-    assert empty.log_abs_det() == 0
-    empty.load_state_dict(fitted.state_dict())
-    torch.testing.assert_close(empty(x), fitted(x))
-    torch.testing.assert_close(empty.log_abs_det(), fitted.log_abs_det())
-    assert Standardizer(2).mean.shape == (2,)
-    with pytest.raises(RuntimeError, match="size mismatch"):
-        Standardizer((3,)).load_state_dict(fitted.state_dict())
-
-
-def test_standardizer_rejects_bad_input():
-    for shape in ((0,), (2.0,), "2", (True,)):
-        with pytest.raises(ValueError, match="shape"):
-            Standardizer(shape)
-    with pytest.raises(ValueError, match="NaN"):
-        Standardizer.fit(torch.tensor([[1.0, float("nan")]]))
-    with pytest.raises(ValueError, match="at least one"):
-        Standardizer.fit(torch.zeros(0, 2))
-    with pytest.raises(TypeError, match="floating-point"):
-        Standardizer.fit(torch.zeros(4, 2, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"\[N, \*shape\]"):
-        Standardizer.fit(torch.zeros(4))
 
 
 # --- image datasets ------------------------------------------------------------------------
