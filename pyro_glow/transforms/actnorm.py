@@ -63,13 +63,7 @@ class ActNorm(FlowTransform):
 
     def _check_input(self, x: torch.Tensor, name: str) -> None:
         super()._check_input(x, name)
-        channel_dim = -3 if self._event_dim == 3 else -1
-        if x.shape[channel_dim] != self.features:
-            layout = "[..., C, H, W]" if self._event_dim == 3 else "[..., D]"
-            raise ValueError(
-                f"ActNorm(features={self.features}): {name} of shape {list(x.shape)} has "
-                f"{x.shape[channel_dim]} channels in {layout}; expected {self.features}"
-            )
+        self._check_channels(x, name, self.features)
 
     def _is_initialized(self) -> bool:
         # The Python flag avoids a device sync per call once the buffer says True.

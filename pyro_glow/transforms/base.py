@@ -94,6 +94,16 @@ class FlowTransform(TransformModule):
     def _check_input(self, x: torch.Tensor, name: str) -> None:
         check_tensor(x, self._event_dim, type(self).__name__, name)
 
+    def _check_channels(self, x: torch.Tensor, name: str, features: int) -> None:
+        """``ValueError`` unless ``x`` has ``features`` channels (coordinates for vectors)."""
+        channel_dim = -3 if self._event_dim == 3 else -1
+        if x.shape[channel_dim] != features:
+            layout = "[..., C, H, W]" if self._event_dim == 3 else "[..., D]"
+            raise ValueError(
+                f"{type(self).__name__}(features={features}): {name} of shape {list(x.shape)} "
+                f"has {x.shape[channel_dim]} channels in {layout}; expected {features}"
+            )
+
     def forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Generative map and its log-determinant in one pass (no caching)."""
         self._check_input(x, "input")

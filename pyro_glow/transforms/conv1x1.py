@@ -71,14 +71,7 @@ class InvertibleConv1x1(FlowTransform):
 
     def _check_input(self, x: torch.Tensor, name: str) -> None:
         super()._check_input(x, name)
-        channel_dim = -3 if self._event_dim == 3 else -1
-        if x.shape[channel_dim] != self.features:
-            layout = "[..., C, H, W]" if self._event_dim == 3 else "[..., D]"
-            raise ValueError(
-                f"InvertibleConv1x1(features={self.features}): {name} of shape "
-                f"{list(x.shape)} has {x.shape[channel_dim]} channels in {layout}; "
-                f"expected {self.features}"
-            )
+        self._check_channels(x, name, self.features)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         lower = self.lower * self.lower_mask + self.identity

@@ -123,13 +123,7 @@ class AffineCoupling(FlowTransform):
 
     def _check_input(self, x: torch.Tensor, name: str) -> None:
         super()._check_input(x, name)
-        channel_dim = -3 if self._event_dim == 3 else -1
-        if x.shape[channel_dim] != self.features:
-            layout = "[..., C, H, W]" if self._event_dim == 3 else "[..., D]"
-            raise ValueError(
-                f"AffineCoupling(features={self.features}): {name} of shape {list(x.shape)} "
-                f"has {x.shape[channel_dim]} channels in {layout}; expected {self.features}"
-            )
+        self._check_channels(x, name, self.features)
 
     def _shift_and_log_scale(
         self, x_cond: torch.Tensor

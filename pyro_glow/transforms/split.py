@@ -84,11 +84,7 @@ class Split(FlowTransform):
 
     def _check_input(self, x: torch.Tensor, name: str) -> None:
         super()._check_input(x, name)
-        if x.shape[-3] != self.features:
-            raise ValueError(
-                f"Split(features={self.features}): {name} of shape {list(x.shape)} has "
-                f"{x.shape[-3]} channels in [..., C, H, W]; expected {self.features}"
-            )
+        self._check_channels(x, name, self.features)
 
     def _conditional_prior(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.prior_net(flatten_batch(kept, 3)).to(kept.dtype)
