@@ -359,12 +359,21 @@ class Trainer:
         self.nonfinite = state["nonfinite"]
         self.consecutive_nonfinite = state["consecutive_nonfinite"]
         self.elapsed = state["elapsed"]
+        if self.is_main:
+            self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Keep the log records up to the checkpoint's step (a killed run may have logged
+        further, and its last line may be cut short)."""
         log = self.out / "metrics.jsonl"
-        kept = [
-            line
-            for line in (log.read_text().splitlines() if log.exists() else [])
-            if line and json.loads(line)["step"] <= self.step
-        ]
+        kept = []
+        for line in log.read_text().splitlines() if log.exists() else []:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record["step"] <= self.step:
+                kept.append(line)
         log.write_text("".join(line + "\n" for line in kept))
 
     def save(self) -> None:

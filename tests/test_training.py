@@ -1,6 +1,7 @@
 """Training end to end: the CLI on moons and on an image folder, checkpoints, resume after
 SIGKILL, the non-finite guard and the optimizer."""
 
+import dataclasses
 import json
 import math
 import os
@@ -336,3 +337,25 @@ def test_a_folder_without_splits_holds_out_a_tenth(tmp_path):
     data = load_data(TrainConfig(data=f"folder:{flat}", out=str(tmp_path)).resolved())
     assert (len(data.train), len(data.test)) == (15, 1)
     assert data.shape == (3, 8, 8) and data.train.dtype == torch.uint8
+
+
+def test_resume_drops_log_lines_past_the_checkpoint_and_a_cut_line(tmp_path):
+    config = TrainConfig(
+        data="moons",
+        steps=20,
+        out=str(tmp_path),
+        flow_steps=2,
+        hidden=8,
+        train_size=256,
+        test_size=64,
+        log_every=5,
+        checkpoint_every=10,
+    )
+    Trainer(config).run()
+    log = tmp_path / "metrics.jsonl"
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
+    state["step"] = 10
+    torch.save(state, tmp_path / "checkpoint.pt")
+    log.write_text(log.read_text() + '{"step": 25, "lo')
+    Trainer(dataclasses.replace(config, steps=10), resume=True)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [5, 10]
