@@ -94,6 +94,7 @@ def glow(
         )
     steps = _positive_int("steps", steps)
     hidden = _positive_int("hidden", hidden)
+    base = make_prior(prior, shape, components)
     if len(shape) == 1:
         if shape[0] < 2:
             raise ValueError(f"glow: a vector Glow needs at least 2 dimensions; got shape {shape}")
@@ -108,4 +109,4 @@ def glow(
                 f"by {factor}; got shape {shape}"
             )
         transform = glow_level(channels, levels, steps, hidden, additive)
-    return Flow(make_prior(prior, shape, components), transform)
+    return Flow(base, transform)
