@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Parallel test workers: all cores, at most 4.
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo demo-normal demo-mixture test bench lint install clean
 
 install: $(STAMP)
 
@@ -15,9 +15,15 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The two demo runs train side by side, one core each.
 demo: $(STAMP)
-	$(PY) -m pyro_glow train moons --steps 3000 --out runs/moons
-	$(PY) -m pyro_glow train moons --steps 3000 --prior mixture --out runs/moons-mixture
+	$(MAKE) --no-print-directory -j2 demo-normal demo-mixture
+
+demo-normal: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pyro_glow train moons --steps 3000 --out runs/moons
+
+demo-mixture: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pyro_glow train moons --steps 3000 --prior mixture --out runs/moons-mixture
 
 # Benchmarks install their peers (normflows) into .venv only: never a runtime dependency.
 bench: $(STAMP)
