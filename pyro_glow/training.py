@@ -278,12 +278,13 @@ class Trainer:
         self.data = load_data(self.config)
         self.flow = build_flow(self.config, self.data.shape).to(self.device)
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        cosine = self.config.lr_decay == "cosine" and self.config.steps > 0
         self.optim = FlowOptimizer(
             self.config.optimizer,
             lr=self.config.lr,
             warmup_steps=self.config.warmup_steps,
             clip_norm=self.config.clip_norm,
-            decay_steps=self.config.steps if self.config.lr_decay == "cosine" else None,
+            decay_steps=self.config.steps if cosine else None,
         )
         self.step = 0
         self.nonfinite = 0

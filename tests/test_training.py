@@ -359,3 +359,9 @@ def test_resume_drops_log_lines_past_the_checkpoint_and_a_cut_line(tmp_path):
     log.write_text(log.read_text() + '{"step": 25, "lo')
     Trainer(dataclasses.replace(config, steps=10), resume=True)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [5, 10]
+
+
+def test_zero_steps_evaluates_the_untrained_flow(tmp_path, capsys):
+    args = ["train", "moons", "--steps", "0", "--out", str(tmp_path), *TINY_MOONS]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 0
