@@ -54,49 +54,42 @@ def _fit(
     return time.perf_counter() - start
 
 
+def _fit_standardised(
+    flow: Callable[[torch.Tensor], torch.Tensor],
+    params: list[torch.nn.Parameter],
+    train: torch.Tensor,
+    test: torch.Tensor,
+    steps: int,
+) -> dict[str, float]:
+    """Fit a peer's ``log_prob`` on standardised data; its test NLL in the data's units."""
+    mean, std = train.mean(0), train.std(0)
+    seconds = _fit(lambda x: flow((x - mean) / std), params, train, steps)
+    with torch.no_grad():
+        nll = -(flow((test - mean) / std) - std.log().sum()).mean().item()
+    return {"test_nll": nll, "seconds": seconds, "parameters": sum(p.numel() for p in params)}
+
+
 def pyro_stack(train: torch.Tensor, test: torch.Tensor, steps: int) -> dict[str, float]:
     """Pyro's ``affine_coupling`` x LAYERS with swaps, on standardised data."""
-    mean, std = train.mean(0), train.std(0)
     parts = []
     for _ in range(LAYERS):
         parts += [affine_coupling(2, hidden_dims=[HIDDEN, HIDDEN]), Permute(torch.tensor([1, 0]))]
     modules = torch.nn.ModuleList([p for p in parts if isinstance(p, torch.nn.Module)])
     base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
     flow = dist.TransformedDistribution(base, parts)
-    correction = std.log().sum()
-    seconds = _fit(
-        lambda x: flow.log_prob((x - mean) / std), list(modules.parameters()), train, steps
-    )
-    with torch.no_grad():
-        nll = -(flow.log_prob((test - mean) / std) - correction).mean().item()
-    return {
-        "test_nll": nll,
-        "seconds": seconds,
-        "parameters": sum(p.numel() for p in modules.parameters()),
-    }
+    return _fit_standardised(flow.log_prob, list(modules.parameters()), train, test, steps)
 
 
 def normflows_realnvp(train: torch.Tensor, test: torch.Tensor, steps: int) -> dict[str, float]:
     """normflows' RealNVP: LAYERS affine coupling blocks with swaps, on standardised data."""
     import normflows as nf
 
-    mean, std = train.mean(0), train.std(0)
     flows = []
     for _ in range(LAYERS):
         net = nf.nets.MLP([1, HIDDEN, HIDDEN, 2], init_zeros=True)
         flows += [nf.flows.AffineCouplingBlock(net), nf.flows.Permute(2, mode="swap")]
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
-    correction = std.log().sum()
-    seconds = _fit(
-        lambda x: model.log_prob((x - mean) / std), list(model.parameters()), train, steps
-    )
-    with torch.no_grad():
-        nll = -(model.log_prob((test - mean) / std) - correction).mean().item()
-    return {
-        "test_nll": nll,
-        "seconds": seconds,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
+    return _fit_standardised(model.log_prob, list(model.parameters()), train, test, steps)
 
 
 def pyro_glow_svi(train: torch.Tensor, test: torch.Tensor, steps: int) -> dict[str, float]:
