@@ -26,6 +26,14 @@ from pyro_glow.training import TrainConfig, Trainer, TrainingDiverged, load_data
 TINY_MOONS = ["--train-size", "512", "--test-size", "256", "--flow-steps", "2", "--hidden", "16"]
 
 
+def tiny_moons(tmp_path, **overrides):
+    """A two-moons run small enough for a unit test, writing to ``tmp_path``."""
+    settings = dict(
+        data="moons", out=str(tmp_path), flow_steps=2, hidden=8, train_size=256, test_size=64
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
 def test_cli_trains_moons_then_samples_and_evaluates(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "moons", "--steps", "40", "--out", str(out), "--log-every", "10"]
@@ -50,16 +58,7 @@ def test_cli_trains_moons_then_samples_and_evaluates(tmp_path, capsys):
 
 
 def test_loaded_flow_is_in_data_units(tmp_path):
-    config = TrainConfig(
-        data="moons",
-        steps=200,
-        out=str(tmp_path),
-        flow_steps=2,
-        hidden=16,
-        train_size=2000,
-        test_size=500,
-        lr=5e-3,
-    )
+    config = tiny_moons(tmp_path, steps=200, hidden=16, train_size=2000, test_size=500, lr=5e-3)
     trainer = Trainer(config)
     trainer.run()
     flow = load_checkpoint(tmp_path / "checkpoint.pt")
@@ -184,17 +183,7 @@ class _PoisonNet:
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
-    config = TrainConfig(
-        data="moons",
-        steps=30,
-        out=str(tmp_path),
-        flow_steps=2,
-        hidden=8,
-        train_size=256,
-        test_size=64,
-        max_nonfinite=5,
-        checkpoint_every=10,
-    )
+    config = tiny_moons(tmp_path, steps=30, max_nonfinite=5, checkpoint_every=10)
     trainer = Trainer(config)
     poison = _PoisonNet()
     trainer.flow.transform.parts[0].net.register_forward_hook(poison)
@@ -308,16 +297,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
 
 
 def test_bf16_autocast_keeps_log_dets_in_float32(tmp_path):
-    config = TrainConfig(
-        data="moons",
-        steps=3,
-        out=str(tmp_path),
-        flow_steps=2,
-        hidden=8,
-        train_size=256,
-        test_size=64,
-        amp=True,
-    )
+    config = tiny_moons(tmp_path, steps=3, amp=True)
     trainer = Trainer(config)
     for _ in range(3):
         assert math.isfinite(trainer._step())
@@ -340,17 +320,7 @@ def test_a_folder_without_splits_holds_out_a_tenth(tmp_path):
 
 
 def test_resume_drops_log_lines_past_the_checkpoint_and_a_cut_line(tmp_path):
-    config = TrainConfig(
-        data="moons",
-        steps=20,
-        out=str(tmp_path),
-        flow_steps=2,
-        hidden=8,
-        train_size=256,
-        test_size=64,
-        log_every=5,
-        checkpoint_every=10,
-    )
+    config = tiny_moons(tmp_path, steps=20, log_every=5, checkpoint_every=10)
     Trainer(config).run()
     log = tmp_path / "metrics.jsonl"
     state = read_checkpoint(tmp_path / "checkpoint.pt")
