@@ -31,6 +31,7 @@ bench: $(STAMP)
 	mkdir -p runs/bench
 	$(PY) benchmarks/moons_nll.py --json runs/bench/moons_nll.json
 	$(PY) benchmarks/svi_overhead.py --json runs/bench/svi_overhead.json
+	$(PY) benchmarks/glow_step.py --json runs/bench/glow_step.json
 	$(PY) benchmarks/cifar_cpu.py --json runs/bench/cifar_cpu.json
 
 test: $(STAMP)
