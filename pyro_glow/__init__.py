@@ -3,6 +3,7 @@
 from . import priors, transforms
 from .builders import glow
 from .checks import check_transform
+from .course_builders import nice, realnvp
 from .flow import Flow
 from .priors import DiagNormal, GaussianMixture, StandardNormal
 from .training import load_checkpoint
@@ -11,6 +12,8 @@ from .transforms import (
     AffineCoupling,
     ElementwiseAffine,
     InvertibleConv1x1,
+    PiecewiseLinear,
+    Rescale,
     Split,
     Squeeze,
     Unsqueeze,
@@ -26,6 +29,8 @@ __all__ = [
     "Flow",
     "GaussianMixture",
     "InvertibleConv1x1",
+    "PiecewiseLinear",
+    "Rescale",
     "Split",
     "Squeeze",
     "StandardNormal",
@@ -33,6 +38,8 @@ __all__ = [
     "check_transform",
     "glow",
     "load_checkpoint",
+    "nice",
     "priors",
+    "realnvp",
     "transforms",
 ]

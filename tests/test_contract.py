@@ -16,6 +16,8 @@ from pyro_glow.transforms import (
     AffineCoupling,
     ElementwiseAffine,
     InvertibleConv1x1,
+    PiecewiseLinear,
+    Rescale,
     Split,
     Squeeze,
     Unsqueeze,
@@ -46,6 +48,12 @@ def _layer_cases():
             cases.append((f"coupling-{event_dim}d-{mask}-{kind}-p{parity}", coupling, shape))
         affine = partial(ElementwiseAffine, shape, 0.3, -0.2)
         cases.append((f"elementwise-affine-{event_dim}d", affine, shape))
+        cases.append((f"rescale-{event_dim}d", partial(Rescale, shape, -0.2), shape))
+    for parity in (0, 1):
+        half = torch.tensor([True, False, False, True, False])
+        coupling = partial(AffineCoupling, VECTOR[0], 6, 1, half, parity=parity)
+        cases.append((f"coupling-1d-tensor-mask-p{parity}", coupling, VECTOR))
+    cases.append(("piecewise-linear", partial(PiecewiseLinear, 8, -3.0, 3.0, VECTOR[0]), VECTOR))
     cases.append(("fixed-affine", partial(ElementwiseAffine, IMAGE, 2.0, 1.5, False), IMAGE))
     cases.append(("squeeze", Squeeze, IMAGE))
     cases.append(("unsqueeze", Unsqueeze, IMAGE))

@@ -5,6 +5,8 @@ from .affine import ElementwiseAffine
 from .base import FlowTransform, forward_and_log_det, inverse_and_log_det
 from .conv1x1 import InvertibleConv1x1
 from .coupling import AffineCoupling
+from .piecewise import PiecewiseLinear
+from .rescale import Rescale
 from .split import Split
 from .squeeze import Squeeze, Unsqueeze
 
@@ -14,6 +16,8 @@ __all__ = [
     "ElementwiseAffine",
     "FlowTransform",
     "InvertibleConv1x1",
+    "PiecewiseLinear",
+    "Rescale",
     "Split",
     "Squeeze",
     "Unsqueeze",

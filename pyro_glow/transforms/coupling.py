@@ -10,6 +10,19 @@ from .base import FlowTransform, batch_shape_of, flatten_batch, soft_clamp
 MASKS = ("channel", "checkerboard")
 
 
+def _check_custom_mask(mask: torch.Tensor, features: object, event_dim: int) -> None:
+    """``ValueError`` unless ``mask`` is a usable vector mask over ``features`` coordinates."""
+    if event_dim != 1:
+        raise ValueError("AffineCoupling: a tensor mask is for vectors (event_dim=1) only")
+    if mask.dtype != torch.bool or tuple(mask.shape) != (features,):
+        raise ValueError(
+            f"AffineCoupling: a tensor mask must be boolean of shape ({features},); got dtype "
+            f"{mask.dtype} and shape {list(mask.shape)}"
+        )
+    if bool(mask.all()) or not bool(mask.any()):
+        raise ValueError("AffineCoupling: a tensor mask needs True and False coordinates")
+
+
 class AffineCoupling(FlowTransform):
     r"""Affine (or additive) coupling layer with a channel or checkerboard mask.
 
@@ -31,6 +44,10 @@ class AffineCoupling(FlowTransform):
     - ``"checkerboard"``: images: pixels with :math:`(i + j)` even condition and odd ones are
       transformed with ``parity=0`` (RealNVP's spatial checkerboard); vectors: even indices
       condition the odd ones. ``parity=1`` swaps the colours.
+    - a boolean tensor of shape ``(features,)`` (vectors only): ``True`` marks the
+      conditioning coordinates, any subset with at least one coordinate on each side, such as
+      the random half masks of the course's NVP net; ``parity=1`` swaps the two sets. The
+      index sets are buffers, so a random mask is saved with the model.
 
     Networks: vectors (``event_dim=1``) use an MLP with two hidden layers of ``hidden`` units;
     images (``event_dim=3``) use Glow's ``conv3x3 - ReLU - conv1x1 - ReLU - conv3x3`` with
@@ -52,7 +69,7 @@ class AffineCoupling(FlowTransform):
             for an image checkerboard, which works on a single channel.
         hidden: width of the conditioner network.
         event_dim: 3 for images, 1 for vectors.
-        mask: ``"channel"`` or ``"checkerboard"``.
+        mask: ``"channel"``, ``"checkerboard"`` or (vectors) a boolean tensor, see above.
         parity: 0 or 1, which part is transformed (see above).
         additive: NICE's additive coupling (no scale).
         scale_bound: bound ``c`` of the soft-clamped log-scale.
@@ -64,14 +81,17 @@ class AffineCoupling(FlowTransform):
         features: int,
         hidden: int = 512,
         event_dim: int = 3,
-        mask: str = "channel",
+        mask: str | torch.Tensor = "channel",
         parity: int = 0,
         additive: bool = False,
         scale_bound: float = 2.0,
         cache_size: int = 1,
     ) -> None:
         super().__init__(event_dim=event_dim, cache_size=cache_size)
-        if mask not in MASKS:
+        custom = isinstance(mask, torch.Tensor)
+        if custom:
+            _check_custom_mask(mask, features, event_dim)
+        elif mask not in MASKS:
             raise ValueError(f"AffineCoupling: unknown mask {mask!r}; choose one of {MASKS}")
         if parity not in (0, 1):
             raise ValueError(f"AffineCoupling: parity must be 0 or 1; got {parity!r}")
@@ -87,7 +107,7 @@ class AffineCoupling(FlowTransform):
             )
         self.features = features
         self.hidden = hidden
-        self.mask = mask
+        self.mask = "custom" if custom else mask
         self.parity = parity
         self.additive = additive
         self.scale_bound = scale_bound
@@ -105,7 +125,10 @@ class AffineCoupling(FlowTransform):
             self.net = coupling_convnet(cond, hidden, outputs_per_unit * (features - cond))
         else:
             index = torch.arange(features)
-            first = index < features // 2 if mask == "channel" else index % 2 == 0
+            if custom:
+                first = mask.cpu()
+            else:
+                first = index < features // 2 if mask == "channel" else index % 2 == 0
             cond_index, trans_index = (index[first], index[~first])
             if parity == 1:
                 cond_index, trans_index = trans_index, cond_index
