@@ -94,13 +94,15 @@ def glow(
         )
     steps = _positive_int("steps", steps)
     hidden = _positive_int("hidden", hidden)
+    # Checked whatever the shape and prior, so that a bad value is never silently ignored.
+    levels = _positive_int("levels", levels)
+    _positive_int("components", components)
     base = make_prior(prior, shape, components)
     if len(shape) == 1:
         if shape[0] < 2:
             raise ValueError(f"glow: a vector Glow needs at least 2 dimensions; got shape {shape}")
         transform = ComposeTransformModule(flow_steps(shape[0], steps, hidden, 1, additive))
     else:
-        levels = _positive_int("levels", levels)
         channels, height, width = shape
         factor = 2**levels
         if height % factor or width % factor:

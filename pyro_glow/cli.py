@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import read_checkpoint
+from .checkpoint import CheckpointWriteError, RunFolderLocked, read_checkpoint
 from .plots import plot_run, save_samples
 from .priors import PRIORS
 from .training import TrainConfig, Trainer, TrainingDiverged, evaluate, load_checkpoint, load_data
@@ -78,10 +78,10 @@ def _train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["out"] = args.out or str(Path("runs") / args.data.replace(":", "_").replace("/", "_"))
-    trainer = Trainer(TrainConfig(**values), resume=args.resume)
     try:
+        trainer = Trainer(TrainConfig(**values), resume=args.resume)
         metrics = trainer.run()
-    except TrainingDiverged as error:
+    except (TrainingDiverged, CheckpointWriteError, RunFolderLocked) as error:
         print(f"pyro-glow: {error}", file=sys.stderr)
         return 2
     if trainer.is_main:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pyro.distributions as dist
@@ -10,7 +11,12 @@ from pyro.distributions.torch_transform import ComposeTransformModule
 from torch import nn
 from torch.distributions import Transform
 
-from .transforms.base import FlowTransform, check_tensor, forward_and_log_det
+from .transforms.base import (
+    FlowTransform,
+    check_device_and_dtype,
+    check_tensor,
+    forward_and_log_det,
+)
 
 
 class Flow(nn.Module):
@@ -33,6 +39,10 @@ class Flow(nn.Module):
             the latent shape (see :mod:`pyro_glow.priors`).
         transform: the generative map, a ``ComposeTransformModule`` or a list of transforms
             (wrapped into one).
+        data_range: ``(low, high)`` if the data are known to lie in that interval (a model of
+            images dequantized to ``[0, 1)`` has ``(0.0, 1.0)``): :meth:`log_prob` then
+            refuses values outside it, the usual sign of data in other units (pixels
+            ``0..255``). ``None`` (default): any finite value.
 
     Example:
         >>> from pyro_glow import glow
@@ -41,8 +51,16 @@ class Flow(nn.Module):
         torch.Size([5])
     """
 
-    def __init__(self, prior: nn.Module, transform: Transform | Sequence[Transform]) -> None:
+    def __init__(
+        self,
+        prior: nn.Module,
+        transform: Transform | Sequence[Transform],
+        data_range: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
+        if data_range is not None and not data_range[0] < data_range[1]:
+            raise ValueError(f"Flow: data_range must be (low, high), low < high; got {data_range}")
+        self.data_range = data_range
         if not isinstance(transform, ComposeTransformModule):
             parts = [transform] if isinstance(transform, Transform) else list(transform)
             if not all(isinstance(part, Transform) for part in parts):
@@ -65,13 +83,35 @@ class Flow(nn.Module):
         return dist.TransformedDistribution(self.prior(), self.transform)
 
     def check_data(self, x: torch.Tensor) -> None:
-        """Raise ``TypeError``/``ValueError`` unless ``x`` has shape ``[..., *event_shape]``."""
+        """Raise ``TypeError``/``ValueError`` naming the problem unless ``x`` is a non-empty
+        batch of shape ``[..., *event_shape]`` of finite values, on the model's device and of
+        its dtype, inside ``data_range`` if the flow has one."""
         check_tensor(x, len(self.event_shape), "Flow", "data")
         if x.shape[x.dim() - len(self.event_shape) :] != self.event_shape:
             raise ValueError(
                 f"Flow: data must have shape [..., {', '.join(map(str, self.event_shape))}]; "
                 f"got {list(x.shape)}"
             )
+        if x.numel() == 0:
+            raise ValueError(f"Flow: data is an empty batch (shape {list(x.shape)})")
+        reference = next(itertools.chain(self.parameters(), self.buffers()), None)
+        if reference is not None:
+            check_device_and_dtype(x, reference, "Flow", "data")
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            raise ValueError(
+                f"Flow: data contains {int((~finite).sum())} NaN or Inf value(s) "
+                f"(shape {list(x.shape)})"
+            )
+        if self.data_range is not None:
+            low, high = self.data_range
+            smallest, largest = x.min().item(), x.max().item()
+            if smallest < low or largest > high:
+                raise ValueError(
+                    f"Flow: data values lie in [{smallest:.4g}, {largest:.4g}], outside the "
+                    f"range [{low:.4g}, {high:.4g}] of the data this flow models (for 8-bit "
+                    "images: dequantize the uint8 pixels with pyro_glow.metrics.dequantize)"
+                )
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log-density of ``x`` (shape ``[..., *event_shape]``), one value per batch element."""

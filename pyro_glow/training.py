@@ -1,8 +1,8 @@
 """Training flows as densities through Pyro SVI, with checkpoints that never lose work.
 
 The model registers the flow with ``pyro.module`` and observes each batch under a
-``pyro.plate`` (scaled to a per-example loss); the guide is empty, so SVI's ELBO is the
-log-likelihood. The optimizer is :class:`~pyro_glow.optim.FlowOptimizer` (one torch optimizer,
+``pyro.plate`` (scaled to a loss in nats per dimension); the guide is empty, so SVI's ELBO
+is the log-likelihood. The optimizer is :class:`~pyro_glow.optim.FlowOptimizer` (one torch optimizer,
 warm-up, global clipping, non-finite guard).
 
 Data units. The flow carries the data's scaling as its last generative layer, a fixed
@@ -19,6 +19,7 @@ import math
 import os
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,15 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .builders import glow
-from .checkpoint import FORMAT, load_state_strict, read_checkpoint, save_atomic
+from .checkpoint import (
+    FORMAT,
+    CheckpointWriteError,
+    RunLock,
+    load_state_strict,
+    read_checkpoint,
+    remove_stale_temporaries,
+    save_atomic,
+)
 from .data import image_dataset, make_moons_data, moons_log_density
 from .flow import Flow
 from .metrics import bits_per_dim, dequantize
@@ -203,13 +212,21 @@ def build_flow(config: TrainConfig, shape: tuple[int, ...]) -> Flow:
         additive=config.additive,
     )
     units = ElementwiseAffine(shape, loc=0.0 if len(shape) == 1 else 0.5, learnable=False)
-    return Flow(model.prior, ComposeTransformModule([*model.transform.parts, units]))
+    # Images are modelled in [0, 1): Flow.log_prob refuses pixels in other units (0..255).
+    data_range = (0.0, 1.0) if len(shape) == 3 else None
+    return Flow(model.prior, ComposeTransformModule([*model.transform.parts, units]), data_range)
 
 
 def density_model(
     flow: Flow, distribution: Callable[[], Any] | None = None
 ) -> Callable[[torch.Tensor], None]:
-    """A Pyro model whose ELBO (with an empty guide) is the per-example log-likelihood.
+    """A Pyro model whose ELBO (with an empty guide) is the mean log-likelihood per dimension.
+
+    The batch is observed under ``pyro.plate`` and scaled by ``1 / batch.numel()``, so the
+    loss is in nats per dimension, as Glow optimizes bits per dimension: the gradient's scale
+    does not grow with the size of an image, and one clipping threshold (and Adam's epsilon)
+    means the same for two-moons and CIFAR-10. Multiply the loss by the event size for nats
+    per example.
 
     ``distribution`` builds the flow's distribution (default ``flow``; the trainer passes the
     ``DistributedDataParallel`` wrapper of the flow, whose call returns the same thing).
@@ -218,7 +235,7 @@ def density_model(
 
     def model(batch: torch.Tensor) -> None:
         pyro.module("flow", flow)
-        with pyro.plate("data", batch.shape[0]), poutine.scale(scale=1.0 / batch.shape[0]):
+        with pyro.plate("data", batch.shape[0]), poutine.scale(scale=1.0 / batch.numel()):
             pyro.sample("x", make_distribution(), obs=batch)
 
     return model
@@ -268,9 +285,31 @@ class Trainer:
         self.config = config.resolved()
         self.out = Path(self.config.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(self.config.device)
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        # One run per folder: refused here, before anything in it is written.
+        self._lock = RunLock.acquire(self.out) if self.is_main else None
+        self._unlock_when_collected = weakref.finalize(self, self._release_lock, self._lock)
+        try:
+            if self.is_main:
+                remove_stale_temporaries(self.out)
+            self._set_up(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _release_lock(lock: RunLock | None) -> None:
+        if lock is not None:
+            lock.release()
+
+    def close(self) -> None:
+        """Release the run folder's lock (done by :meth:`run`, or when the trainer is
+        garbage-collected or the interpreter exits); idempotent."""
+        self._unlock_when_collected()
+
+    def _set_up(self, resume: bool) -> None:
+        self.device = pick_device(self.config.device)
         if self.world_size > 1:
             self._join_process_group()
         pyro.clear_param_store()
@@ -400,7 +439,13 @@ class Trainer:
             "consecutive_nonfinite": self.consecutive_nonfinite,
             "elapsed": self.elapsed,
         }
-        save_atomic(state, self.out / CHECKPOINT)
+        try:
+            save_atomic(state, self.out / CHECKPOINT)
+        except CheckpointWriteError as error:
+            raise CheckpointWriteError(
+                f"step {self.step}: {error}. Training stopped; free space or fix the folder's "
+                "permissions, then continue with --resume."
+            ) from error.__cause__
 
     def _global_batch(self) -> torch.Tensor:
         size = (self.config.batch_size,)
@@ -433,7 +478,8 @@ class Trainer:
         autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.amp)
         with pyro.validation_enabled(False), warnings.catch_warnings(), autocast:
             warnings.filterwarnings("ignore", message="Encountered NaN")  # counted below
-            loss = self.svi.step(self._batch())
+            batch = self._batch()
+            loss = self.svi.step(batch) * math.prod(batch.shape[1:])
         if self.world_size > 1:
             total = torch.tensor([loss], dtype=torch.float64)
             torch.distributed.all_reduce(total)
@@ -453,7 +499,20 @@ class Trainer:
         return loss
 
     def run(self) -> dict[str, Any]:
-        """Train to ``config.steps``, checkpoint, evaluate and write ``metrics.json``."""
+        """Train to ``config.steps``, checkpoint, evaluate and write ``metrics.json``;
+        the run folder's lock is released at the end, whatever happens.
+
+        Raises:
+            TrainingDiverged: too many non-finite steps in a row.
+            CheckpointWriteError: a checkpoint could not be written (disk full, read-only
+                folder); the previous checkpoint is kept.
+        """
+        try:
+            return self._train_and_evaluate()
+        finally:
+            self.close()
+
+    def _train_and_evaluate(self) -> dict[str, Any]:
         config = self.config
         log_path = self.out / "metrics.jsonl"
         window_start, window_steps, last_loss = time.perf_counter(), 0, math.nan

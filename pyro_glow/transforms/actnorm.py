@@ -26,8 +26,10 @@ class ActNorm(FlowTransform):
     variational guide) the data side. A channel whose variance is zero keeps unit scale (no
     NaN). A first call with a single sample gives no statistics: the layer then keeps the
     identity as its initialisation (Pyro's ``AutoNormalizingFlow`` draws one latent at a time,
-    and a later batched draw must not overwrite what was trained since). Whether the layer is
-    initialised is a buffer, so a model restored from a ``state_dict`` never re-initialises.
+    and a later batched draw must not overwrite what was trained since); an empty batch leaves
+    the layer uninitialised, and a first batch with NaN or Inf values raises ``ValueError``.
+    Whether the layer is initialised is a buffer, so a model restored from a ``state_dict``
+    never re-initialises.
 
     Shapes: ``event_dim=3``: ``[..., C, H, W]``; ``event_dim=1``: ``[..., D]``; any batch shape.
 
@@ -87,14 +89,23 @@ class ActNorm(FlowTransform):
     def _maybe_initialize(self, x: torch.Tensor, generative: bool) -> None:
         if self._is_initialized():
             return
+        samples = batch_shape_of(x, self._event_dim).numel()
+        if samples == 0:
+            return  # an empty batch says nothing: the layer waits for real data
         with torch.no_grad():
-            if batch_shape_of(x, self._event_dim).numel() < 2:
+            if samples < 2:
                 # No statistics from one sample: the identity becomes the initialisation, so
                 # a later batched call cannot overwrite parameters trained in the meantime.
                 self.initialized.fill_(True)
                 self._known_initialized = True
                 return
             mean, std = self._channel_stats(x)
+            if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
+                raise ValueError(
+                    f"ActNorm(features={self.features}): the first batch, which sets the "
+                    "data-dependent initialisation, contains NaN or Inf values; the layer "
+                    "stays uninitialised"
+                )
             if generative:
                 self.log_scale.copy_(-std.log())
                 self.bias.copy_(-mean / std)

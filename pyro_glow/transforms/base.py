@@ -93,6 +93,10 @@ class FlowTransform(TransformModule):
 
     def _check_input(self, x: torch.Tensor, name: str) -> None:
         check_tensor(x, self._event_dim, type(self).__name__, name)
+        if self._tracked is None:
+            self._tracked = tuple(self.parameters())
+        if self._tracked:
+            check_device_and_dtype(x, self._tracked[0], type(self).__name__, name)
 
     def _check_channels(self, x: torch.Tensor, name: str, features: int) -> None:
         """``ValueError`` unless ``x`` has ``features`` channels (coordinates for vectors)."""
@@ -205,6 +209,24 @@ def check_tensor(x: Any, event_dim: int, owner: str, name: str = "input") -> Non
         raise ValueError(
             f"{owner}: {name} must have shape {layout} ({event_dim} event dim(s)); "
             f"got shape {list(x.shape)}"
+        )
+
+
+def check_device_and_dtype(
+    x: torch.Tensor, reference: torch.Tensor, owner: str, name: str = "input"
+) -> None:
+    """``ValueError`` unless ``x`` is on ``reference``'s device, ``TypeError`` unless it has
+    its dtype (``reference``: a parameter or buffer of the model that receives ``x``)."""
+    if x.device != reference.device:
+        raise ValueError(
+            f"{owner}: {name} is on device {x.device} but the model is on {reference.device}; "
+            f"move one of them (x.to({str(reference.device)!r}) or model.to({str(x.device)!r}))"
+        )
+    if x.dtype != reference.dtype:
+        raise TypeError(
+            f"{owner}: {name} has dtype {x.dtype} but the model's parameters are "
+            f"{reference.dtype}; convert one of them (x.to({reference.dtype}) or "
+            f"model.to({x.dtype}))"
         )
 
 
