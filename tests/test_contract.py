@@ -53,7 +53,9 @@ def _layer_cases():
         half = torch.tensor([True, False, False, True, False])
         coupling = partial(AffineCoupling, VECTOR[0], 6, 1, half, parity=parity)
         cases.append((f"coupling-1d-tensor-mask-p{parity}", coupling, VECTOR))
-    cases.append(("piecewise-linear", partial(PiecewiseLinear, 8, -3.0, 3.0, VECTOR[0]), VECTOR))
+    for learn in ("widths", "heights", "both"):
+        piecewise = partial(PiecewiseLinear, 8, -3.0, 3.0, VECTOR[0], learn)
+        cases.append((f"piecewise-linear-{learn}", piecewise, VECTOR))
     cases.append(("fixed-affine", partial(ElementwiseAffine, IMAGE, 2.0, 1.5, False), IMAGE))
     cases.append(("squeeze", Squeeze, IMAGE))
     cases.append(("unsqueeze", Unsqueeze, IMAGE))

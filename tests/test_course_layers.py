@@ -10,7 +10,7 @@ from pyro_glow import PiecewiseLinear, Rescale
 
 def _perturbed_piecewise(bins=5, low=-2.0, high=3.0, features=2, scale=1.0):
     torch.manual_seed(0)
-    layer = PiecewiseLinear(bins, low, high, features).double()
+    layer = PiecewiseLinear(bins, low, high, features, learn="both").double()
     perturb_(layer, scale)
     return layer
 
@@ -78,11 +78,23 @@ def test_piecewise_slopes_stay_bounded_for_extreme_logits():
         ((4, -1.0, float("inf")), ValueError, "high must be finite"),
         ((4, "a", 1.0), TypeError, "low must be a number"),
         ((4, -1.0, 1.0, 0), ValueError, "features must be a positive int"),
+        ((4, -1.0, 1.0, 1, "grid"), ValueError, "learn must be one of"),
     ],
 )
 def test_piecewise_bad_arguments(args, error, message):
     with pytest.raises(error, match=message):
         PiecewiseLinear(*args)
+
+
+@pytest.mark.parametrize(
+    "learn,learned",
+    [("widths", {"width_logits"}), ("heights", {"height_logits"}), ("both", None)],
+)
+def test_piecewise_learns_only_the_requested_knots(learn, learned):
+    layer = PiecewiseLinear(4, -1.0, 1.0, learn=learn)
+    both = {"width_logits", "height_logits"}
+    assert {name for name, _ in layer.named_parameters()} == (learned or both)
+    assert set(layer.state_dict()) == both
 
 
 def test_piecewise_bad_input_names_the_shape():
