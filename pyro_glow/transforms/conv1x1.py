@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .base import FlowTransform, batch_shape_of, flatten_batch
+from .base import FlowTransform, _OptimizerStepCounter, batch_shape_of
 
 
 class InvertibleConv1x1(FlowTransform):
@@ -24,8 +23,10 @@ class InvertibleConv1x1(FlowTransform):
     so the generative map :math:`x = W^{-1} z` has log-determinant :math:`-H W \sum_c \ell_c`.
     :math:`|\det W| = e^{\sum \ell} > 0` whatever the parameters, so the layer can never become
     singular (Pyro's ``GeneralizedChannelPermute`` can). :math:`W^{-1}` is obtained from two
-    triangular solves of a ``C x C`` matrix once per call, never a generic ``inverse()``.
-    For ``event_dim=1`` the layer is the invertible linear map ``z = W x`` on vectors.
+    triangular solves of a ``C x C`` matrix once per call, never a generic ``inverse()``
+    (without autograd, once per parameter update: the matrices are kept between calls).
+    Both directions are one batched matrix product over the pixels. For ``event_dim=1`` the
+    layer is the invertible linear map ``z = W x`` on vectors.
 
     Initialisation: a random rotation (QR of a Gaussian matrix), factorised by ``lu_factor``.
 
@@ -65,6 +66,7 @@ class InvertibleConv1x1(FlowTransform):
         self.lower = nn.Parameter(lower.tril(-1))
         self.upper = nn.Parameter(upper.triu(1))
         self.log_diag = nn.Parameter(diagonal.abs().log())
+        self._kept_matrices: dict[bool, tuple[tuple, torch.Tensor]] = {}
 
     def extra_repr(self) -> str:
         return f"features={self.features}, event_dim={self._event_dim}"
@@ -91,20 +93,36 @@ class InvertibleConv1x1(FlowTransform):
         )
         return torch.linalg.solve_triangular(upper, lower_inv_pt, upper=True)
 
+    def _matrix(self, inverse: bool) -> torch.Tensor:
+        """``W^{-1}`` (``inverse``) or ``W``. Without autograd (sampling, evaluation) the
+        matrix is kept until a parameter or buffer changes (keyed on the tensors' identities
+        and version counters and on the count of optimizer steps), so that repeated calls
+        cost one matrix product each."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.inverse_weight() if inverse else self.weight()
+        tensors = (self.lower, self.upper, self.log_diag, self.permutation, self.diag_sign)
+        key = (_OptimizerStepCounter.count, *((id(t), t._version) for t in tensors))
+        kept = self._kept_matrices.get(inverse)
+        if kept is None or kept[0] != key:
+            kept = (key, self.inverse_weight() if inverse else self.weight())
+            self._kept_matrices[inverse] = kept
+        return kept[1]
+
     def _mix(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         # Under autocast the product may run in bfloat16; the flow's stream stays in x's dtype.
         if self._event_dim == 1:
             return (x @ matrix.T).to(x.dtype)
-        flat = flatten_batch(x, 3)
-        out = F.conv2d(flat, matrix[:, :, None, None])
-        return out.reshape(x.shape).to(x.dtype)
+        # One batched matrix product over [..., C, H*W]: the same map as a 1x1 conv2d, and
+        # 5-10x faster on the CPU at Glow's shapes (benchmarks/ops.py).
+        pixels = x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))
+        return (matrix @ pixels).reshape(x.shape).to(x.dtype)
 
     def _log_det(self, x: torch.Tensor) -> torch.Tensor:
         pixels = x.shape[-1] * x.shape[-2] if self._event_dim == 3 else 1
         return (-pixels * self.log_diag.sum()).expand(batch_shape_of(x, self._event_dim))
 
     def _forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._mix(x, self.inverse_weight()), self._log_det(x)
+        return self._mix(x, self._matrix(inverse=True)), self._log_det(x)
 
     def _inverse_and_log_det(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._mix(y, self.weight()), self._log_det(y)
+        return self._mix(y, self._matrix(inverse=False)), self._log_det(y)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..nets import coupling_convnet, coupling_mlp
+from ..nets import channels_last, coupling_convnet, coupling_mlp
 from .base import FlowTransform, batch_shape_of, flatten_batch, soft_clamp
 
 MASKS = ("channel", "checkerboard")
@@ -153,7 +153,9 @@ class AffineCoupling(FlowTransform):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the conditioner once: ``(t, s)``, ``s`` soft-clamped, ``None`` when additive."""
         if self._event_dim == 3:
-            flat = self.net(flatten_batch(x_cond, 3))
+            # The net runs channels-last (fastest on the CPU); its small output goes back to
+            # the flow's contiguous layout, so that the halves below are contiguous too.
+            flat = self.net(channels_last(flatten_batch(x_cond, 3))).contiguous()
             out = flat.reshape(batch_shape_of(x_cond, 3) + flat.shape[1:])
             channel_dim = -3
         else:

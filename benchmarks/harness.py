@@ -1,0 +1,84 @@
+"""Shared timing and reporting for the benchmarks: alternating runs, medians, targets, JSON.
+
+Every comparison runs its candidates alternately in one process (A B C A B C ... after
+warm-up), so that a change in machine load hits every side alike, and reports medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+
+def alternate(
+    candidates: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 2,
+    inner: int = 1,
+) -> dict[str, float]:
+    """Median seconds per call of each candidate, timed A B A B ... after ``warmup`` rounds.
+
+    Each timing covers ``inner`` back-to-back calls (for fast ops, where one call is too short
+    for the clock) and is divided by ``inner``.
+    """
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for round_index in range(warmup + repeats):
+        for name, call in candidates.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                call()
+            elapsed = (time.perf_counter() - start) / inner
+            if round_index >= warmup:
+                times[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def check_parameter_counts(ours: torch.nn.Module, peer: torch.nn.Module, what: str) -> dict:
+    """Both counts and whether they agree within 2%; a mismatch is printed, not hidden."""
+    mine, theirs = parameter_count(ours), parameter_count(peer)
+    within = abs(mine - theirs) <= 0.02 * max(mine, theirs)
+    if not within:
+        print(f"WARNING {what}: parameter counts differ by more than 2%: {mine} vs {theirs}")
+    return {"ours": mine, "peer": theirs, "within_2_percent": within}
+
+
+def target_row(name: str, ratio: float, target: float, at_most: bool = True) -> dict[str, Any]:
+    """One ratio against its target (``ratio <= target`` when ``at_most``, else ``>=``)."""
+    met = ratio <= target if at_most else ratio >= target
+    return {"name": name, "ratio": ratio, "target": target, "at_most": at_most, "met": met}
+
+
+def print_targets(rows: list[dict[str, Any]]) -> None:
+    """The ratio table: each ratio, its target and whether this run met it."""
+    print(f"{'ratio':58s} {'value':>7s} {'target':>9s}  met")
+    for row in rows:
+        bound = ("<= " if row["at_most"] else ">= ") + f"{row['target']:g}"
+        print(f"{row['name']:58s} {row['ratio']:7.2f} {bound:>9s}  {'yes' if row['met'] else 'NO'}")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def write_json(path: str | None, payload: Mapping[str, Any]) -> None:
+    if path:
+        with open(path, "w") as handle:
+            json.dump({"machine": machine(), **payload}, handle, indent=2)
