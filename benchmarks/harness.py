@@ -40,6 +40,31 @@ def alternate(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def normflows_glow(levels: int = 3, steps: int = 8, hidden: int = 128) -> torch.nn.Module:
+    """normflows' multi-scale Glow for 3x32x32 images (its documented example: affine
+    coupling, LU 1x1 convolution, a learnable diagonal Gaussian base per level), unconditional.
+    """
+    import normflows as nf
+
+    channels, size = 3, 32
+    bases, flows, merges = [], [], []
+    for level in range(levels):
+        width = channels * 2 ** (levels + 1 - level)
+        blocks = [
+            nf.flows.GlowBlock(width, hidden, split_mode="channel", scale=True)
+            for _ in range(steps)
+        ]
+        flows.append([*blocks, nf.flows.Squeeze()])
+        scale = 2 ** (levels - level)
+        if level > 0:
+            merges.append(nf.flows.Merge())
+            latent = (channels * scale, size // scale, size // scale)
+        else:
+            latent = (channels * scale * 2, size // scale, size // scale)
+        bases.append(nf.distributions.DiagGaussian(latent))
+    return nf.MultiscaleFlow(bases, flows, merges, class_cond=False)
+
+
 def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
