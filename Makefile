@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Parallel test workers: all cores, at most 4.
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
-.PHONY: demo demo-normal demo-mixture test bench lint install clean
+.PHONY: demo demo-normal demo-mixture test bench lint docs install clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(WORKERS) pyro_glow tests
+
+# The documentation site (Sphinx + MyST): warnings are errors, then the docstrings' examples.
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	MPLBACKEND=Agg $(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	MPLBACKEND=Agg $(PY) -m sphinx -W -q -b doctest docs docs/_build/doctest
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev]'
