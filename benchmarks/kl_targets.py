@@ -205,7 +205,7 @@ def plot(best: dict, targets: Sequence[str], guides: Sequence[str], path: str) -
     axes = np.atleast_2d(axes)
     for row, target in enumerate(targets):
         density = torch.exp(-energy(target, grid)).numpy()
-        axes[row, 0].pcolormesh(axis, axis, density.T, shading="auto", cmap="viridis")
+        axes[row, 0].pcolormesh(axis.numpy(), axis.numpy(), density.T, shading="auto", cmap="viridis")
         axes[row, 0].set_ylabel(target)
         for col, guide in enumerate(guides, start=1):
             result = best.get((target, guide))

@@ -1,7 +1,7 @@
 """Probability distillation on two moons: a small student flow fitted by SVI to a large
 teacher flow, minimising KL(student || teacher) with the teacher as the Pyro model.
 
-    python examples/distillation.py [--teacher-steps 3000] [--student-steps 2000]
+    python examples/distillation.py [--teacher-steps 2000] [--student-steps 2000]
         [--student glow|iaf] [--json FILE]
 
 The idea is Parallel WaveNet's (van den Oord et al., arXiv:1711.10433; the course's
@@ -135,9 +135,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-size", type=int, default=10_000)
     parser.add_argument("--test-size", type=int, default=5_000)
-    parser.add_argument("--teacher-steps", type=int, default=3000, help="ML training steps")
-    parser.add_argument("--teacher-flow-steps", type=int, default=12)
-    parser.add_argument("--teacher-hidden", type=int, default=128)
+    parser.add_argument("--teacher-steps", type=int, default=2000, help="ML training steps")
+    parser.add_argument("--teacher-flow-steps", type=int, default=8)
+    parser.add_argument("--teacher-hidden", type=int, default=64)
     parser.add_argument("--teacher-lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--student", choices=STUDENTS, default="glow")
