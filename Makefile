@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Parallel test workers: all cores, at most 4.
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
-.PHONY: demo demo-normal demo-mixture test bench lint docs install clean
+.PHONY: demo demo-normal demo-mixture test bench bench-kl lint docs install clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/svi_overhead.py --json runs/bench/svi_overhead.json
 	$(PY) benchmarks/glow_step.py --json runs/bench/glow_step.json
 	$(PY) benchmarks/cifar_cpu.py --json runs/bench/cifar_cpu.json
+	$(MAKE) --no-print-directory bench-kl
+
+# Exact KL(q || p) of pyro-glow's and Pyro's guides on five 2-D targets (docs/guides.md).
+bench-kl: $(STAMP)
+	mkdir -p runs/bench
+	$(PY) benchmarks/kl_targets.py --json runs/bench/kl_targets.json --figure docs/figures/guides_kl_targets.png
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(WORKERS) pyro_glow tests

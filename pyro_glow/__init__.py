@@ -1,6 +1,6 @@
 """pyro-glow: Glow-style normalizing flows as Pyro TransformModules."""
 
-from . import priors, transforms
+from . import guides, priors, transforms
 from .builders import glow
 from .checks import check_transform
 from .course_builders import nice, realnvp
@@ -37,6 +37,7 @@ __all__ = [
     "Unsqueeze",
     "check_transform",
     "glow",
+    "guides",
     "load_checkpoint",
     "nice",
     "priors",
