@@ -8,6 +8,7 @@ from pyro.distributions.torch_transform import ComposeTransformModule
 from torch.distributions import Transform
 
 from .flow import Flow
+from .memory import memory_saving as with_memory_saving
 from .priors import make_prior
 from .transforms import ActNorm, AffineCoupling, InvertibleConv1x1, Split, Squeeze, Unsqueeze
 
@@ -64,6 +65,7 @@ def glow(
     prior: str = "normal",
     components: int = 2,
     additive: bool = False,
+    memory_saving: bool = False,
 ) -> Flow:
     """A Glow model over data of ``shape``.
 
@@ -77,7 +79,9 @@ def glow(
     The prior (``"normal"``, learnable ``"diag"``, or a learnable ``"mixture"`` of
     ``components`` diagonal Gaussians) is over the data's own shape: the multi-scale model is
     one bijection (see :class:`~pyro_glow.transforms.Split`). ``additive=True`` uses NICE's
-    additive couplings.
+    additive couplings. ``memory_saving=True`` keeps only each flow step's input for backward
+    and recomputes the step there (:class:`~pyro_glow.memory.MemorySavingStep`): the same
+    model and gradients for a fraction of the training memory and about one more forward pass.
 
     Example:
         >>> flow = glow((3, 8, 8), levels=2, steps=2, hidden=8)
@@ -111,4 +115,6 @@ def glow(
                 f"by {factor}; got shape {shape}"
             )
         transform = glow_level(channels, levels, steps, hidden, additive)
+    if memory_saving:
+        transform = with_memory_saving(transform)
     return Flow(base, transform)

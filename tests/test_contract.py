@@ -11,6 +11,7 @@ from conftest import perturb_
 from pyro.distributions.torch_transform import ComposeTransformModule
 
 from pyro_glow import check_transform
+from pyro_glow.memory import MemorySavingStep
 from pyro_glow.transforms import (
     ActNorm,
     AffineCoupling,
@@ -61,6 +62,7 @@ def _layer_cases():
     cases.append(("unsqueeze", Unsqueeze, IMAGE))
     cases.append(("split", partial(Split, 4), IMAGE))
     cases.append(("split-inner", lambda: Split(4, _small_inner()), IMAGE))
+    cases.append(("memory-saving-step", lambda: MemorySavingStep(_small_inner().parts), (2, 4, 4)))
     return cases
 
 
