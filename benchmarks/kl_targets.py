@@ -131,7 +131,9 @@ def make_guide(kind: str, model: Callable, layers: int, hidden: int) -> Callable
     if kind == "AutoIAFNormal":
         return AutoIAFNormal(model, hidden_dim=[hidden, hidden], num_transforms=layers // 2)
     if kind == "spline":
-        return AutoNormalizingFlow(model, partial(_spline_transform, layers=layers // 2, hidden=hidden))
+        return AutoNormalizingFlow(
+            model, partial(_spline_transform, layers=layers // 2, hidden=hidden)
+        )
     raise ValueError(f"unknown guide {kind!r}; choose one of {GUIDES}")
 
 
@@ -169,7 +171,9 @@ def fit_one(job: dict) -> dict:
     finite = all(math.isfinite(loss) for loss in losses)
     select = kl_estimate(model, guide, job["log_z"], 20_000) if finite else (math.inf, 0.0)
     parameters = sum(p.numel() for p in pyro.get_param_store().values())
-    result = dict(job, fit_seconds=seconds, select_kl=select[0], finite=finite, parameters=parameters)
+    result = dict(
+        job, fit_seconds=seconds, select_kl=select[0], finite=finite, parameters=parameters
+    )
     if finite and job["eval"]:
         result["kl"], result["kl_se"] = kl_estimate(model, guide, job["log_z"], job["eval"])
         result["samples"] = guide_samples(guide, 20_000).tolist()
@@ -205,7 +209,9 @@ def plot(best: dict, targets: Sequence[str], guides: Sequence[str], path: str) -
     axes = np.atleast_2d(axes)
     for row, target in enumerate(targets):
         density = torch.exp(-energy(target, grid)).numpy()
-        axes[row, 0].pcolormesh(axis.numpy(), axis.numpy(), density.T, shading="auto", cmap="viridis")
+        axes[row, 0].pcolormesh(
+            axis.numpy(), axis.numpy(), density.T, shading="auto", cmap="viridis"
+        )
         axes[row, 0].set_ylabel(target)
         for col, guide in enumerate(guides, start=1):
             result = best.get((target, guide))

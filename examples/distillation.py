@@ -73,7 +73,9 @@ def fit_teacher(teacher: Flow, train: torch.Tensor, args: argparse.Namespace) ->
 
 def make_student(kind: str, model: Callable, args: argparse.Namespace) -> Callable:
     if kind == "glow":
-        return AutoGlow(model, steps=args.student_flow_steps, hidden=args.student_hidden, init_scale=1.0)
+        return AutoGlow(
+            model, steps=args.student_flow_steps, hidden=args.student_hidden, init_scale=1.0
+        )
     if kind == "iaf":
         hidden = [args.student_hidden, args.student_hidden]
         return AutoIAFNormal(model, hidden_dim=hidden, num_transforms=args.student_flow_steps)
@@ -113,8 +115,8 @@ def evaluate(teacher: Flow, student: Callable, test: torch.Tensor, n: int) -> di
     kl_student_teacher = (log_q - teacher.log_prob(x_student)).mean().item()
     x_teacher = teacher.sample(n)
     kl_teacher_student = (
-        teacher.log_prob(x_teacher) - student.get_posterior().log_prob(x_teacher)
-    ).mean().item()
+        (teacher.log_prob(x_teacher) - student.get_posterior().log_prob(x_teacher)).mean().item()
+    )
 
     def sample_student(count: int) -> torch.Tensor:
         return student.get_posterior().sample((count,))

@@ -50,7 +50,10 @@ def load_digits_binary(seed: int, train_size: int = 1500) -> tuple[torch.Tensor,
 
 def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(inputs, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
         nn.Linear(hidden, outputs),
     )
 
@@ -176,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"binarised 8x8 digits, {len(train)} train / {len(test)} test; latent {args.latent}; "
         f"{args.steps} steps of batch {args.batch_size}, lr {args.lr:g}\n"
     )
-    print(f"| guide q(z|x) | test ELBO | test IWAE (k={args.k}) | train ELBO | parameters | fit s |")
+    print(
+        f"| guide q(z|x) | test ELBO | test IWAE (k={args.k}) | train ELBO | parameters | fit s |"
+    )
     print("|---|---|---|---|---|---|")
     for r in results:
         print(

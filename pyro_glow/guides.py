@@ -254,7 +254,9 @@ class SiteFlows(nn.Module):
         if not init_scale > 0:
             raise ValueError(f"SiteFlows: init_scale must be positive; got {init_scale!r}")
         self.name = name
-        self.shapes = {site: self._check_shape(site, shape, levels) for site, shape in sites.items()}
+        self.shapes = {
+            site: self._check_shape(site, shape, levels) for site, shape in sites.items()
+        }
         self.supports = {site: supports.get(site, constraints.real) for site in sites}
         self.flows = nn.ModuleDict()
         for site, shape in self.shapes.items():

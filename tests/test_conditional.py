@@ -94,9 +94,7 @@ def test_conditional_distribution_log_prob_matches_the_change_of_variables():
     u = mixer.inv(x)
     z = conditioned.inv(u)
     expected = (
-        base.log_prob(z)
-        - conditioned.log_abs_det_jacobian(z, u)
-        - mixer.log_abs_det_jacobian(u, x)
+        base.log_prob(z) - conditioned.log_abs_det_jacobian(z, u) - mixer.log_abs_det_jacobian(u, x)
     )
     assert torch.allclose(flow.log_prob(x), expected, atol=1e-10)
 
