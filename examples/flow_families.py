@@ -31,8 +31,8 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -47,8 +47,7 @@ from pyro_glow.data import make_moons_data, moons_log_density
 NOISE = 0.05
 
 
-@dataclass(frozen=True)
-class Family:
+class Family(NamedTuple):
     """A flow family: how to build its generative transforms, and what it can do."""
 
     name: str
