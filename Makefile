@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+DOCS_STAMP := $(VENV)/.docs-installed-stamp
 # Parallel test workers: all cores, at most 4.
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
@@ -44,8 +45,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n $(WORKERS) pyro_glow tests
 
 # The documentation site (Sphinx + MyST): warnings are errors, then the docstrings' examples.
-docs: $(STAMP)
+$(DOCS_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
 	MPLBACKEND=Agg $(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 	MPLBACKEND=Agg $(PY) -m sphinx -W -q -b doctest docs docs/_build/doctest
 
