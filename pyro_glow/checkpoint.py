@@ -4,6 +4,8 @@
   old one, so a process killed at any moment leaves the previous checkpoint or the new one.
   A failing write (full disk, read-only folder) raises :class:`CheckpointWriteError` and
   leaves the previous checkpoint untouched.
+- :func:`write_text_atomic` does the same for a text file (the training log, when a resumed
+  run drops the records past its checkpoint).
 - :func:`read_checkpoint` and :func:`load_state_strict` turn a truncated, corrupted or
   foreign checkpoint into a ``ValueError`` that says which.
 - :class:`RunLock` keeps two training runs out of one folder: a lock file created with
@@ -77,6 +79,22 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
         raise CheckpointWriteError(
             f"could not write checkpoint {path} ({type(error).__name__}: {error}); {path} {kept}"
         ) from error
+
+
+def write_text_atomic(text: str, path: str | Path) -> None:
+    """Replace the file ``path`` by one holding ``text``, atomically (temporary file, flush,
+    rename): a process killed meanwhile leaves the old content, never an empty file."""
+    path = Path(path)
+    temporary = _temporary_path(path)
+    try:
+        with open(temporary, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:

@@ -42,6 +42,7 @@ from .checkpoint import (
     read_checkpoint,
     remove_stale_temporaries,
     save_atomic,
+    write_text_atomic,
 )
 from .data import image_dataset, make_moons_data, moons_log_density
 from .flow import Flow
@@ -414,7 +415,8 @@ class Trainer:
                 continue
             if record["step"] <= self.step:
                 kept.append(line)
-        log.write_text("".join(line + "\n" for line in kept))
+        # Atomic: a kill during this rewrite must not empty the log of the steps before it.
+        write_text_atomic("".join(line + "\n" for line in kept), log)
 
     def save(self) -> None:
         """Write the checkpoint atomically (rank 0 only); refuses non-finite parameters."""

@@ -46,6 +46,7 @@ from pyro_glow.checkpoint import (
     RunLock,
     read_checkpoint,
     remove_stale_temporaries,
+    write_text_atomic,
 )
 from pyro_glow.cli import main as cli_main
 from pyro_glow.training import TrainConfig, Trainer
@@ -56,13 +57,13 @@ LOG_EVERY = 10
 CHECKPOINT_EVERY = 2
 
 
-def train_argv(out: Path) -> list[str]:
+def train_argv(out: Path, steps: int = STEPS) -> list[str]:
     """The command line of every trial: a tiny two-moons run, checkpointed every 2 steps."""
     return [
         "train",
         "moons",
         "--steps",
-        str(STEPS),
+        str(steps),
         "--out",
         str(out),
         "--checkpoint-every",
@@ -164,7 +165,7 @@ def warm_up() -> None:
     flow.log_prob(torch.randn(8, 2)).sum().backward()
 
 
-def run_trials(out: Path, trials: int, seed: int, write_delay: float) -> dict:
+def run_trials(out: Path, trials: int, seed: int, write_delay: float, steps: int) -> dict:
     """The kill trials; returns the per-trial records and the final comparison."""
     torch.set_num_threads(1)
     warm_up()
@@ -176,7 +177,7 @@ def run_trials(out: Path, trials: int, seed: int, write_delay: float) -> dict:
 
     # The reference: the same run, never interrupted, with ordinary writes.
     baseline = out / "baseline"
-    config = dict(data="moons", steps=STEPS, checkpoint_every=CHECKPOINT_EVERY, log_every=LOG_EVERY)
+    config = dict(data="moons", steps=steps, checkpoint_every=CHECKPOINT_EVERY, log_every=LOG_EVERY)
     baseline_pid = os.fork()  # runs beside the trials
     if baseline_pid == 0:
         code = 1
@@ -191,14 +192,14 @@ def run_trials(out: Path, trials: int, seed: int, write_delay: float) -> dict:
     records = []
     for trial in range(trials):
         before = checkpoint_step(run)
-        victim = fork_cli(train_argv(run), logs / f"trial{trial}.log")
+        victim = fork_cli(train_argv(run, steps), logs / f"trial{trial}.log")
         started = time.monotonic()
         delay = rng.uniform(0.03, 0.4)
         record = {"trial": trial, "delay_s": round(delay, 4), "step_before": before}
         if trial % 4 == 1 and wait_for_lock(run, victim):
             # A second run on the same folder while the victim holds it: it must refuse.
             intruder_log = logs / f"trial{trial}-second.log"
-            intruder = fork_cli(train_argv(run), intruder_log)
+            intruder = fork_cli(train_argv(run, steps), intruder_log)
             record["second_run_exit"] = wait(intruder)
             record["second_run_refused"] = f"in use by process {victim}" in (
                 intruder_log.read_text()
@@ -220,13 +221,14 @@ def run_trials(out: Path, trials: int, seed: int, write_delay: float) -> dict:
     baseline_code = wait(baseline_pid)
     seconds["delay"] = 0.0
     final_log = logs / "final.log"
-    final_code = wait(fork_cli(train_argv(run), final_log))
+    final_code = wait(fork_cli(train_argv(run, steps), final_log))
     resumed = read_checkpoint(run / "checkpoint.pt")
     whole = read_checkpoint(baseline / "checkpoint.pt")
     log_steps = [
         json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
     ]
     return {
+        "steps": steps,
         "trials": records,
         "baseline_exit": baseline_code,
         "final_exit": final_code,
@@ -235,7 +237,7 @@ def run_trials(out: Path, trials: int, seed: int, write_delay: float) -> dict:
         "same_parameters_as_uninterrupted": all(
             torch.equal(resumed["model"][key], value) for key, value in whole["model"].items()
         ),
-        "log_steps_complete": log_steps == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY)),
+        "log_steps_complete": log_steps == list(range(LOG_EVERY, steps + 1, LOG_EVERY)),
         "leftovers": sorted(
             p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == LOCK_NAME
         ),
@@ -247,7 +249,8 @@ def summary(result: dict) -> dict[str, int]:
     return {
         "trials": len(trials),
         "killed_mid_training": sum(
-            r["exit"] == -signal.SIGKILL and (r["step_after"] or 0) < STEPS for r in trials
+            r["exit"] == -signal.SIGKILL and (r["step_after"] or 0) < result["steps"]
+            for r in trials
         ),
         "killed_during_checkpoint_write": sum(r["killed_during_write"] for r in trials),
         "killed_before_first_checkpoint": sum(r["step_after"] is None for r in trials),
@@ -337,7 +340,11 @@ def test_a_failing_rename_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     Trainer(tiny_config(tmp_path, steps=2)).run()
     before = (tmp_path / "checkpoint.pt").read_bytes()
 
+    real_replace = os.replace
+
     def read_only(source, target):
+        if Path(target).name != "checkpoint.pt":
+            return real_replace(source, target)
         raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), str(target))
 
     monkeypatch.setattr(pyro_glow.checkpoint.os, "replace", read_only)
@@ -413,6 +420,24 @@ def test_release_leaves_another_process_lock_alone(tmp_path):
     assert (tmp_path / LOCK_NAME).exists()
 
 
+def test_the_log_rewrite_of_a_resume_is_atomic(tmp_path, monkeypatch):
+    """A resumed run rewrites metrics.jsonl without the records past its checkpoint; dying in
+    the middle (here: before the rename) leaves the old log, never an empty one."""
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 2}\n{"step": 4}\n')
+
+    def killed(source, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyro_glow.checkpoint.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_text_atomic('{"step": 2}\n', log)
+    assert log.read_text() == '{"step": 2}\n{"step": 4}\n'
+    monkeypatch.undo()
+    write_text_atomic('{"step": 2}\n', log)
+    assert log.read_text() == '{"step": 2}\n' and sorted(tmp_path.iterdir()) == [log]
+
+
 def test_temporaries_of_dead_writers_are_removed(tmp_path):
     dead = tmp_path / f".checkpoint.pt.{dead_pid()}.tmp"
     alive = tmp_path / f".checkpoint.pt.{os.getpid()}.tmp"
@@ -429,10 +454,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=STEPS, help="training steps of the run")
     parser.add_argument("--write-delay", type=float, default=0.015, help="seconds per write")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    result = run_trials(args.out, args.trials, args.seed, args.write_delay)
+    result = run_trials(args.out, args.trials, args.seed, args.write_delay, args.steps)
     result["summary"] = summary(result)
     result["wall_time_s"] = time.perf_counter() - started
     (args.out / "result.json").write_text(json.dumps(result, indent=1))
