@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/svi_overhead.py --json runs/bench/svi_overhead.json
 	$(PY) benchmarks/glow_step.py --json runs/bench/glow_step.json
 	$(PY) benchmarks/cifar_cpu.py --json runs/bench/cifar_cpu.json
+	$(PY) benchmarks/stability.py --json runs/bench/stability.json
 	$(MAKE) --no-print-directory bench-kl
 
 # Exact KL(q || p) of pyro-glow's and Pyro's guides on five 2-D targets (docs/guides.md).
