@@ -103,11 +103,7 @@ def nice(
 def _random_half_masks(features: int, couplings: int, seed: int | None) -> list[torch.Tensor]:
     """The course's NVP masks, one per coupling: a random half of the coordinates for each
     even layer, its complement for the odd layer after it."""
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
     masks = []
     for layer in range(couplings):
         if layer % 2 == 0:
@@ -201,7 +197,8 @@ def realnvp(
         components: mixture components for ``prior="mixture"``.
         learned_split: images: learn the factor-out's conditional prior (Glow) instead of
             the paper's plain factor-out.
-        seed: vectors: seed of the random masks (default: drawn from a fresh seed).
+        seed: vectors: seed of the random masks (default: torch's global generator, so
+            ``torch.manual_seed`` or ``pyro.set_rng_seed`` makes them reproducible).
     """
     shape = _check_shape("realnvp", shape)
     hidden = _positive_int("realnvp", "hidden", hidden)

@@ -114,6 +114,12 @@ def test_realnvp_vector_masks_are_random_halves_complemented_every_other_layer()
     assert len({frozenset(c) for c in conditioning[::2]}) > 1, "masks must be re-drawn"
     again = realnvp((6,), couplings=6, hidden=4, seed=3)
     assert [set(p.cond_index.tolist()) for p in reversed(again.transform.parts)] == conditioning
+    # Without a seed the masks come from torch's global generator.
+    drawn = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        drawn.append([p.cond_index.tolist() for p in realnvp((6,), hidden=4).transform.parts])
+    assert drawn[0] == drawn[1]
 
 
 def test_realnvp_vector_masks_are_saved_with_the_model():
