@@ -89,7 +89,7 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
     print(f"{'ratio':58s} {'value':>7s} {'target':>9s}  met")
     for row in rows:
         bound = ("<= " if row["at_most"] else ">= ") + f"{row['target']:g}"
-        print(f"{row['name']:58s} {row['ratio']:7.2f} {bound:>9s}  {'yes' if row['met'] else 'NO'}")
+        print(f"{row['name']:58s} {row['ratio']:7.3g} {bound:>9s}  {'yes' if row['met'] else 'NO'}")
 
 
 def machine() -> dict[str, Any]:
