@@ -37,7 +37,7 @@ from pyro.distributions.torch_transform import ComposeTransformModule
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from torch import nn
-from torch.distributions import biject_to, constraints
+from torch.distributions import ReshapeTransform, biject_to, constraints
 from torch.distributions.constraints import Constraint
 
 from .builders import flow_steps, glow_level
@@ -191,7 +191,8 @@ class AutoGlow(AutoContinuous):
 class SiteFlows(nn.Module):
     r"""One flow per latent site, for hand-written guides.
 
-    For a site of shape ``(D,)`` the flow is a vector Glow of ``steps`` steps; for an
+    For a scalar site (shape ``()``) the flow is a learned affine map (a Gaussian), for a
+    site of shape ``(D,)`` a vector Glow of ``steps`` steps; for an
     image-shaped site ``(C, H, W)`` it is the multi-scale Glow of ``levels`` levels
     (convolutional couplings; H and W divisible by ``2**levels``). Each flow ends with a
     learned element-wise affine map started at shift 0 and scale ``init_scale``, and, for a
@@ -222,7 +223,7 @@ class SiteFlows(nn.Module):
         (torch.Size([3]), True)
 
     Args:
-        sites: site name -> event shape ``(D,)`` or ``(C, H, W)``.
+        sites: site name -> shape ``()``, ``(D,)`` or ``(C, H, W)``.
         steps: flow steps (per level for image sites).
         hidden: units (vector sites) or channels (image sites) of each coupling network.
         levels: levels of the multi-scale Glow of image sites.
@@ -260,22 +261,24 @@ class SiteFlows(nn.Module):
         self.supports = {site: supports.get(site, constraints.real) for site in sites}
         self.flows = nn.ModuleDict()
         for site, shape in self.shapes.items():
-            if len(shape) == 1:
-                parts = list(vector_glow(shape[0], steps, hidden, actnorm_init=actnorm_init))
+            if len(shape) <= 1:
+                dim = shape[0] if shape else 1
+                parts = list(vector_glow(dim, steps, hidden, actnorm_init=actnorm_init))
             else:
                 level = glow_level(shape[0], levels, steps, hidden)
                 if actnorm_init == "identity":
                     set_actnorm_identity(level)
                 parts = [level]
-            parts.append(_outer_affine(shape, 0.0, init_scale))
+            parts.append(_outer_affine(shape or (1,), 0.0, init_scale))
             self.flows[site] = ComposeTransformModule(parts)
 
     @staticmethod
     def _check_shape(site: str, shape: Sequence[int], levels: int) -> tuple[int, ...]:
         shape = tuple(shape)
-        if len(shape) not in (1, 3) or not all(isinstance(n, int) and n >= 1 for n in shape):
+        if len(shape) not in (0, 1, 3) or not all(isinstance(n, int) and n >= 1 for n in shape):
             raise ValueError(
-                f"SiteFlows: site {site!r} must have shape (D,) or (C, H, W) of positive ints; "
+                f"SiteFlows: site {site!r} must have shape (), (D,) or (C, H, W) of positive "
+                "ints; "
                 f"got {shape!r} (flatten other shapes, or use AutoGlow)"
             )
         if len(shape) == 3:
@@ -293,8 +296,10 @@ class SiteFlows(nn.Module):
             raise KeyError(f"SiteFlows: unknown site {site!r}; sites are {list(self.flows)}")
         shape = self.shapes[site]
         prototype = next(self.flows[site].parameters())
-        base = dist.Normal(prototype.new_zeros(shape), 1.0).to_event(len(shape))
+        base = dist.Normal(prototype.new_zeros(shape or (1,)), 1.0).to_event(len(shape or (1,)))
         transforms = [self.flows[site]]
+        if not shape:
+            transforms.append(ReshapeTransform((1,), ()))
         if self.supports[site] is not constraints.real:
             transforms.append(biject_to(self.supports[site]))
         return dist.TransformedDistribution(base, transforms)

@@ -47,7 +47,7 @@ def test_glow_transform_in_auto_normalizing_flow_fits_the_posterior():
     y = torch.tensor([1.0, -2.0, 0.5])
     guide = AutoNormalizingFlow(gaussian_model, glow_transform(steps=2, hidden=16))
     fit(gaussian_model, guide, (y,), steps=120)
-    # Measured 0.00-0.01 nats; an untrained guide is 1.8 nats away.
+    # Measured (seed 0): 11.9 nats before training, 0.012 after 120 steps.
     assert kl_to_posterior(gaussian_model, guide, (y,)) < 0.05
     z = Predictive(gaussian_model, guide=guide, num_samples=4000, parallel=True)(y)["z"]
     assert torch.allclose(z.mean(0), 0.8 * y, atol=0.1)
@@ -128,8 +128,9 @@ def test_site_flows_fit_an_image_site_with_both_elbos():
         before = kl_to_posterior(gaussian_model, flows.guide, (y,), particles=500)
         fit(gaussian_model, flows.guide, (y,), steps=150, lr=3e-2, loss=loss)
         after = kl_to_posterior(gaussian_model, flows.guide, (y,), particles=500)
-        # 16 dimensions, 1.8 nats each at the start; measured about 0.1-0.3 in all after.
-        assert after < 0.1 * before, type(loss).__name__
+        # Measured (seed 0): about 40 nats before; after, 0.13 (Trace_ELBO) and 0.55
+        # (TraceMeanField_ELBO, one particle per step).
+        assert before > 20 and after < 1.5, type(loss).__name__
     z = Predictive(gaussian_model, guide=flows.guide, num_samples=1000, parallel=True)(y)["z"]
     assert z.shape == (1000, 1, 4, 4)
     assert (z.mean(0) - 0.8 * y).abs().mean() < 0.1
@@ -155,6 +156,21 @@ def test_site_flows_sample_constrained_sites_and_build_the_right_flows():
     assert log_q.shape == (100,) and torch.isfinite(log_q).all()
 
 
+def test_site_flows_guide_a_model_with_a_scalar_constrained_site():
+    y = torch.tensor(1.5)
+    flows = SiteFlows(
+        {"scale": (), "w": (2,)}, steps=1, hidden=8, supports={"scale": dist.constraints.positive}
+    )
+    elbo = Trace_ELBO(num_particles=500, vectorize_particles=True)
+    before = elbo.loss(two_site_model, flows.guide, y)
+    fit(two_site_model, flows.guide, (y,), steps=60, loss=TraceMeanField_ELBO())
+    # Measured (seed 0): a loss of 26.6 nats before, 3.5 after 60 steps.
+    assert elbo.loss(two_site_model, flows.guide, y) < 0.5 * before
+    samples = Predictive(two_site_model, guide=flows.guide, num_samples=300, parallel=True)(y)
+    assert samples["scale"].shape == (300,) and (samples["scale"] > 0).all()
+    assert samples["w"].shape == (300, 2)
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -163,7 +179,7 @@ def test_site_flows_sample_constrained_sites_and_build_the_right_flows():
         (lambda: vector_glow(0), "dim must be a positive int"),
         (lambda: AutoGlow(two_site_model, init_scale=0.0), "init_scale must be positive"),
         (lambda: SiteFlows({}), "non-empty mapping"),
-        (lambda: SiteFlows({"z": (2, 3)}), r"shape \(D,\) or \(C, H, W\)"),
+        (lambda: SiteFlows({"z": (2, 3)}), r"\(\), \(D,\) or \(C, H, W\)"),
         (lambda: SiteFlows({"z": (1, 6, 6)}, levels=2), "divisible by 4"),
         (lambda: SiteFlows({"z": (2,)}, supports={"q": None}), r"unknown sites \['q'\]"),
     ],
