@@ -32,7 +32,11 @@ bench: $(STAMP)
 	mkdir -p runs/bench
 	$(PY) benchmarks/moons_nll.py --json runs/bench/moons_nll.json
 	$(PY) benchmarks/svi_overhead.py --json runs/bench/svi_overhead.json
-	$(PY) benchmarks/glow_step.py --json runs/bench/glow_step.json
+	$(PY) benchmarks/glow_step.py --compile --json runs/bench/glow_step.json
+	$(PY) benchmarks/ops.py --quick --json runs/bench/ops.json
+	$(PY) benchmarks/sampling.py --json runs/bench/sampling.json
+	$(PY) benchmarks/memory.py --json runs/bench/memory.json
+	$(PY) benchmarks/precision.py --json runs/bench/precision.json
 	$(PY) benchmarks/cifar_cpu.py --json runs/bench/cifar_cpu.json
 	$(PY) benchmarks/stability.py --json runs/bench/stability.json
 	$(MAKE) --no-print-directory bench-kl
