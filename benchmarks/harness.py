@@ -78,8 +78,13 @@ def check_parameter_counts(ours: torch.nn.Module, peer: torch.nn.Module, what: s
     return {"ours": mine, "peer": theirs, "within_2_percent": within}
 
 
-def target_row(name: str, ratio: float, target: float, at_most: bool = True) -> dict[str, Any]:
-    """One ratio against its target (``ratio <= target`` when ``at_most``, else ``>=``)."""
+def target_row(
+    name: str, ratio: float, target: float | None, at_most: bool = True
+) -> dict[str, Any]:
+    """One ratio against its target (``ratio <= target`` when ``at_most``, else ``>=``);
+    ``target=None``: a figure shown for reference, with no target."""
+    if target is None:
+        return {"name": name, "ratio": ratio, "target": None, "at_most": at_most, "met": None}
     met = ratio <= target if at_most else ratio >= target
     return {"name": name, "ratio": ratio, "target": target, "at_most": at_most, "met": met}
 
@@ -88,6 +93,9 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
     """The ratio table: each ratio, its target and whether this run met it."""
     print(f"{'ratio':58s} {'value':>7s} {'target':>9s}  met")
     for row in rows:
+        if row["target"] is None:
+            print(f"{row['name']:58s} {row['ratio']:7.3g} {'-':>9s}  -")
+            continue
         bound = ("<= " if row["at_most"] else ">= ") + f"{row['target']:g}"
         print(f"{row['name']:58s} {row['ratio']:7.3g} {bound:>9s}  {'yes' if row['met'] else 'NO'}")
 
