@@ -8,7 +8,8 @@ convolution), batch 32 of 3x32x32, float32, a plain PyTorch loop on both sides
 alternate A B A B after two warm-up steps each; the table gives the median time of each phase.
 
 - Flow overhead: each side's full step divided by a step of its coupling networks alone (the
-  same networks on inputs of the shapes they see in the flow, same optimizer); 1.0 is the
+  same networks on inputs of the shapes and layouts they see in the flow, gradients with
+  respect to those inputs included as in the flow, same optimizer); 1.0 is the
   limit, everything above it is the flow's own work (ActNorm, 1x1 convolutions, splits,
   element-wise coupling maths, log-determinants, Python).
 - ``--compile``: pyro-glow's step with ``torch.compile`` on ``log_prob`` (forward and the
@@ -80,11 +81,13 @@ def coupling_networks(model: torch.nn.Module) -> list[torch.nn.Module]:
 def network_inputs(
     networks: list[torch.nn.Module], run: Callable[[], object]
 ) -> list[torch.Tensor]:
-    """The input each network receives during ``run()`` (detached copies, same layout)."""
+    """The input each network receives during ``run()`` (detached copies in the same layout,
+    requiring gradients)."""
     seen: dict[int, torch.Tensor] = {}
 
     def keep(module: torch.nn.Module, args: tuple) -> None:
-        seen[id(module)] = args[0].detach().clone()
+        # As in the flow, the input needs its gradient (the networks backpropagate into it).
+        seen[id(module)] = args[0].detach().clone().requires_grad_()
 
     hooks = [net.register_forward_pre_hook(keep) for net in networks]
     try:
