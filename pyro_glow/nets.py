@@ -30,8 +30,8 @@ def coupling_convnet(in_channels: int, hidden: int, out_channels: int) -> nn.Seq
     The weights are stored channels-last and callers feed channels-last inputs
     (:func:`channels_last`): on the CPU oneDNN's convolutions, forward and backward, run up to
     twice as fast in that layout at Glow's shapes (the coupling rows of ``benchmarks/ops.py``:
-    most at 16x16, little at 4x4). The ReLUs work in place: a convolution's backward needs
-    its input, never its output, so nothing is lost and a hidden activation is saved.
+    most at 16x16, little at 4x4). The ReLUs work in place (a convolution's backward needs
+    its input, never its output), which spares one hidden-size allocation each.
 
     Kingma & Dhariwal, arXiv:1807.03039, section 3.3 (``hidden=512`` in the paper).
     """
