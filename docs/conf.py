@@ -7,9 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-import pyro_glow
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's pyro_glow
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pyro_glow  # noqa: E402
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 project = "pyro-glow"
