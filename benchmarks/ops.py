@@ -33,12 +33,23 @@ SHAPES = ((12, 16), (24, 8), (48, 4))
 BATCH, HIDDEN = 32, 128
 
 
-def _conv1x1_candidates(channels: int, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+def _conv1x1_candidates(
+    channels: int, x: torch.Tensor, counts: dict
+) -> dict[str, Callable[[], object]]:
     import normflows as nf
 
     ours = InvertibleConv1x1(channels)
     pyro_gcp = dist.transforms.GeneralizedChannelPermute(channels)
     peer = nf.flows.Invertible1x1Conv(channels, use_lu=True)
+    shape = f"{channels}x{x.shape[-2]}x{x.shape[-1]}"
+    # Both store L and U as full C x C tensors (masked), Pyro packs them into one: compare the
+    # free parameters, C^2 on every side.
+    counts[f"1x1 conv {shape} vs Pyro (free parameters)"] = {
+        "ours": channels * channels,
+        "peer": sum(p.numel() for p in pyro_gcp.parameters()),
+        "within_2_percent": channels * channels == sum(p.numel() for p in pyro_gcp.parameters()),
+    }
+    counts[f"1x1 conv {shape} vs normflows"] = check_parameter_counts(ours, peer, "1x1 conv")
     with torch.no_grad():
         weight = ours.weight()[:, :, None, None].clone()
         inverse = ours.inverse_weight()[:, :, None, None].clone()
@@ -74,10 +85,13 @@ def _conv1x1_candidates(channels: int, x: torch.Tensor) -> dict[str, Callable[[]
     }
 
 
-def _actnorm_candidates(channels: int, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+def _actnorm_candidates(
+    channels: int, x: torch.Tensor, counts: dict
+) -> dict[str, Callable[[], object]]:
     import normflows as nf
 
     ours, peer = ActNorm(channels), nf.flows.ActNorm((channels, 1, 1))
+    counts[f"ActNorm {channels}"] = check_parameter_counts(ours, peer, "ActNorm")
     ours.inverse_and_log_det(x)  # data-dependent initialisation on both sides
     peer.inverse(x)
     scale, bias = ours.log_scale.detach().exp(), ours.bias.detach()
@@ -158,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for channels, size in SHAPES:
         x = torch.randn(BATCH, channels, size, size)
         shape = f"{channels}x{size}x{size}"
-        conv = _time(_conv1x1_candidates(channels, x), False, args)
+        conv = _time(_conv1x1_candidates(channels, x, counts), False, args)
         rows.append({"op": "1x1 conv fwd+inv", "shape": shape, "us": conv})
         for label, ratio, target, at_most in (
             ("Pyro GCP / pyro-glow", conv["Pyro GCP"] / conv["pyro-glow"], 4.0, False),
@@ -166,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("pyro-glow / 2 matmuls", conv["pyro-glow"] / conv["matmul floor"], None, True),
         ):
             targets.append(target_row(f"1x1 conv {shape}: {label}", ratio, target, at_most))
-        norm = _time(_actnorm_candidates(channels, x), False, args)
+        norm = _time(_actnorm_candidates(channels, x, counts), False, args)
         rows.append({"op": "ActNorm fwd+inv", "shape": shape, "us": norm})
         ours, peer = _couplings(channels)
         counts[f"coupling {shape}"] = check_parameter_counts(ours, peer, f"coupling {shape}")
