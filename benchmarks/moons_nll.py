@@ -1,9 +1,10 @@
 """Two-moons density estimation against the true density: pyro-glow beside Pyro's own
 affine-coupling stack and normflows' RealNVP, same data, steps, batch and schedule.
 
-    python benchmarks/moons_nll.py [--steps 3000] [--json FILE]
+    python benchmarks/moons_nll.py [--steps 3000] [--lr 2e-3] [--train-size N] [--json FILE]
 
-Data: sklearn two-moons, noise 0.05, 10,000 training and 5,000 test points (seeds 0 and 1).
+Data: sklearn two-moons, noise 0.05, the trainer's default training-set size (each of the
+3000 x 256 draws a fresh point) and 5,000 test points (seeds 0 and 1).
 The true test NLL comes from ``pyro_glow.data.moons_log_density`` (quadrature); ``gap`` is
 each model's test NLL minus it, in nats per point. Needs ``pip install normflows``.
 """
@@ -22,9 +23,9 @@ import torch
 from pyro.distributions.transforms import Permute, affine_coupling
 
 from pyro_glow.data import make_moons_data, moons_log_density
-from pyro_glow.training import TrainConfig, Trainer
+from pyro_glow.training import VECTOR_DEFAULTS, TrainConfig, Trainer
 
-BATCH, HIDDEN, LAYERS, LR, WARMUP = 256, 128, 12, 2e-3, 300
+BATCH, HIDDEN, LAYERS, WARMUP = 256, 128, 12, 300
 
 
 def _fit(
@@ -32,9 +33,10 @@ def _fit(
     params: list[torch.nn.Parameter],
     train: torch.Tensor,
     steps: int,
+    lr: float,
 ) -> float:
     """Adam with warm-up, cosine decay and clipping, as pyro-glow's trainer; returns seconds."""
-    optimizer = torch.optim.Adam(params, lr=LR)
+    optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda t: (
@@ -60,16 +62,17 @@ def _fit_standardised(
     train: torch.Tensor,
     test: torch.Tensor,
     steps: int,
+    lr: float,
 ) -> dict[str, float]:
     """Fit a peer's ``log_prob`` on standardised data; its test NLL in the data's units."""
     mean, std = train.mean(0), train.std(0)
-    seconds = _fit(lambda x: flow((x - mean) / std), params, train, steps)
+    seconds = _fit(lambda x: flow((x - mean) / std), params, train, steps, lr)
     with torch.no_grad():
         nll = -(flow((test - mean) / std) - std.log().sum()).mean().item()
     return {"test_nll": nll, "seconds": seconds, "parameters": sum(p.numel() for p in params)}
 
 
-def pyro_stack(train: torch.Tensor, test: torch.Tensor, steps: int) -> dict[str, float]:
+def pyro_stack(train: torch.Tensor, test: torch.Tensor, steps: int, lr: float) -> dict[str, float]:
     """Pyro's ``affine_coupling`` x LAYERS with swaps, on standardised data."""
     parts = []
     for _ in range(LAYERS):
@@ -77,10 +80,12 @@ def pyro_stack(train: torch.Tensor, test: torch.Tensor, steps: int) -> dict[str,
     modules = torch.nn.ModuleList([p for p in parts if isinstance(p, torch.nn.Module)])
     base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
     flow = dist.TransformedDistribution(base, parts)
-    return _fit_standardised(flow.log_prob, list(modules.parameters()), train, test, steps)
+    return _fit_standardised(flow.log_prob, list(modules.parameters()), train, test, steps, lr)
 
 
-def normflows_realnvp(train: torch.Tensor, test: torch.Tensor, steps: int) -> dict[str, float]:
+def normflows_realnvp(
+    train: torch.Tensor, test: torch.Tensor, steps: int, lr: float
+) -> dict[str, float]:
     """normflows' RealNVP: LAYERS affine coupling blocks with swaps, on standardised data."""
     import normflows as nf
 
@@ -89,13 +94,24 @@ def normflows_realnvp(train: torch.Tensor, test: torch.Tensor, steps: int) -> di
         net = nf.nets.MLP([1, HIDDEN, HIDDEN, 2], init_zeros=True)
         flows += [nf.flows.AffineCouplingBlock(net), nf.flows.Permute(2, mode="swap")]
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
-    return _fit_standardised(model.log_prob, list(model.parameters()), train, test, steps)
+    return _fit_standardised(model.log_prob, list(model.parameters()), train, test, steps, lr)
 
 
-def pyro_glow_svi(train: torch.Tensor, test: torch.Tensor, steps: int) -> dict[str, float]:
-    """pyro-glow's vector Glow (its moons defaults: K=12, hidden 128) trained by its trainer."""
+def pyro_glow_svi(
+    train: torch.Tensor, test: torch.Tensor, steps: int, lr: float
+) -> dict[str, float]:
+    """pyro-glow's vector Glow (its moons defaults: K=12, hidden 128) trained by its trainer,
+    which draws the same data (same size and seed) itself."""
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(data="moons", steps=steps, out=out, checkpoint_every=steps)
+        config = TrainConfig(
+            data="moons",
+            steps=steps,
+            lr=lr,
+            train_size=len(train),
+            test_size=len(test),
+            out=out,
+            checkpoint_every=steps,
+        )
         trainer = Trainer(config)
         metrics = trainer.run()
     parameters = sum(p.numel() for p in trainer.flow.parameters())
@@ -109,14 +125,17 @@ def pyro_glow_svi(train: torch.Tensor, test: torch.Tensor, steps: int) -> dict[s
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, all models")
+    parser.add_argument("--train-size", type=int, default=VECTOR_DEFAULTS["train_size"])
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    train, test = make_moons_data(10000, 5000, 0.05, seed=0)
+    train, test = make_moons_data(args.train_size, 5000, 0.05, seed=0)
     true_nll = -moons_log_density(test.double(), 0.05).mean().item()
     results = {}
     print(
-        f"two-moons, noise 0.05, {args.steps} steps of batch {BATCH}; true test NLL {true_nll:.4f}"
+        f"two-moons, noise 0.05, {len(train)} training points, {args.steps} steps of batch "
+        f"{BATCH} at lr {args.lr:g}; true test NLL {true_nll:.4f}"
     )
     print(f"{'model':34s} {'params':>7s} {'test NLL':>9s} {'gap':>8s} {'seconds':>8s}")
     for name, run in (
@@ -125,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("normflows RealNVP x12", normflows_realnvp),
     ):
         torch.manual_seed(0)
-        result = run(train, test, args.steps)
+        result = run(train, test, args.steps, args.lr)
         result["gap"] = result["test_nll"] - true_nll
         results[name] = result
         print(
@@ -135,7 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(
-                {"true_nll": true_nll, "steps": args.steps, "results": results}, handle, indent=2
+                {
+                    "true_nll": true_nll,
+                    "steps": args.steps,
+                    "lr": args.lr,
+                    "train_size": len(train),
+                    "results": results,
+                },
+                handle,
+                indent=2,
             )
     return 0
 
