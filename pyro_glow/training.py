@@ -2,8 +2,8 @@
 
 The model registers the flow with ``pyro.module`` and observes each batch under a
 ``pyro.plate`` (scaled to a loss in nats per dimension); the guide is empty, so SVI's ELBO
-is the log-likelihood. The optimizer is :class:`~pyro_glow.optim.FlowOptimizer` (one torch optimizer,
-warm-up, global clipping, non-finite guard).
+is the log-likelihood. The optimizer is :class:`~pyro_glow.optim.FlowOptimizer` (one torch
+optimizer, warm-up, global clipping, non-finite guard).
 
 Data units. The flow carries the data's scaling as its last generative layer, a fixed
 :class:`~pyro_glow.transforms.ElementwiseAffine`: for two-moons the standardisation
@@ -80,8 +80,9 @@ class TrainConfig:
     ``None`` fields take the defaults of the data's kind: vectors (two-moons) use 12 flow
     steps of 128 hidden units, batches of 256, lr 2e-3 with 300 warm-up steps and a million
     training points, so that 3000 steps of 256 see each point about once (with 10,000 points
-    the flow overfits: the choice is measured in docs/benchmarks.md); images use the course's Glow (16 steps per level, 512
-    channels) with batches of 64, lr 1e-3 and 200 warm-up steps.
+    the flow overfits: the choice is measured in docs/benchmarks.md); images use the
+    course's Glow (16 steps per level, 512 channels) with batches of 64, lr 1e-3 and 200
+    warm-up steps.
     """
 
     data: str = "moons"
