@@ -13,9 +13,14 @@ needs only samples of the student, their log q, and the teacher's density at the
    standardising layer, fitted by maximum likelihood to ``make_moons_data``.
 2. Student: the model is ``pyro.sample("x", teacher())`` (teacher frozen); the guide is
    :class:`pyro_glow.guides.AutoGlow` (``--student glow``) or Pyro's ``AutoIAFNormal``
-   (``--student iaf``, an inverse autoregressive flow, Parallel WaveNet's student), fitted
+   (``--student iaf``, an inverse autoregressive flow, Parallel WaveNet's student), or a
+   hand-written guide sampling a vector Glow on a learnable two-Gaussian mixture prior (the
+   course's two-moons prior; ``--student glow-mixture``, units from teacher samples), fitted
    by ``SVI`` with ``Trace_ELBO``; the ELBO is log 1 - KL(student || teacher) since the
-   teacher is normalised.
+   teacher is normalised. The reverse KL is mode-seeking (a student started between the
+   moons tends to settle on one), so over the first ``--anneal`` fraction of the steps the
+   target is tempered, p_teacher^beta with beta rising from 0.1 to 1 (``pyro.poutine.scale``
+   on the model's site), which spreads the student over both moons before it sharpens.
 3. Report: KL(student || teacher) and KL(teacher || student) from ``--eval`` samples, test
    NLL of both on fresh moons, and sampling throughput of both (median of 5 timed draws of
    ``--eval`` samples).
@@ -38,13 +43,13 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal
 
-from pyro_glow import Flow, StandardNormal
+from pyro_glow import Flow, GaussianMixture, StandardNormal
 from pyro_glow.builders import flow_steps
 from pyro_glow.data import make_moons_data
-from pyro_glow.guides import AutoGlow
+from pyro_glow.guides import AutoGlow, set_actnorm_identity
 from pyro_glow.transforms import ElementwiseAffine
 
-STUDENTS = ("glow", "iaf")
+STUDENTS = ("glow", "glow-mixture", "iaf")
 
 
 def make_teacher(train: torch.Tensor, steps: int, hidden: int) -> Flow:
@@ -71,7 +76,30 @@ def fit_teacher(teacher: Flow, train: torch.Tensor, args: argparse.Namespace) ->
     teacher.requires_grad_(False)
 
 
-def make_student(kind: str, model: Callable, args: argparse.Namespace) -> Callable:
+class FlowStudent:
+    """A hand-written guide whose distribution is a pyro-glow :class:`~pyro_glow.Flow`."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+
+    def __call__(self) -> torch.Tensor:
+        pyro.module("student", self.flow)
+        return pyro.sample("x", self.flow())
+
+    def get_posterior(self) -> torch.distributions.Distribution:
+        return self.flow()
+
+
+def make_student(kind: str, model: Callable, teacher: Flow, args: argparse.Namespace) -> Callable:
+    if kind == "glow-mixture":
+        draws = teacher.sample(10_000)
+        units = ElementwiseAffine(
+            (2,), loc=draws.mean(0), log_scale=draws.std(0).log(), learnable=False
+        )
+        steps = flow_steps(2, args.student_flow_steps, args.student_hidden, event_dim=1)
+        flow = Flow(GaussianMixture((2,), components=2), steps + [units])
+        set_actnorm_identity(flow.transform)
+        return FlowStudent(flow)
     if kind == "glow":
         return AutoGlow(
             model, steps=args.student_flow_steps, hidden=args.student_hidden, init_scale=1.0
@@ -83,15 +111,21 @@ def make_student(kind: str, model: Callable, args: argparse.Namespace) -> Callab
 
 
 def distil(teacher: Flow, args: argparse.Namespace) -> Callable:
+    inverse_temperature = [1.0]
+
     def model() -> None:
-        pyro.sample("x", teacher())
+        with pyro.poutine.scale(scale=inverse_temperature[0]):
+            pyro.sample("x", teacher())
 
     pyro.clear_param_store()
-    student = make_student(args.student, model, args)
+    student = make_student(args.student, model, teacher, args)
     decay = 0.1 ** (1 / max(args.student_steps, 1))
     optim = pyro.optim.ClippedAdam({"lr": args.student_lr, "lrd": decay})
     svi = SVI(model, student, optim, Trace_ELBO(args.particles, vectorize_particles=True))
-    for _ in range(args.student_steps):
+    anneal_steps = args.anneal * args.student_steps
+    for step in range(args.student_steps):
+        progress = step / anneal_steps if anneal_steps else 1.0
+        inverse_temperature[0] = min(1.0, 0.1 + 0.9 * progress)
         svi.step()
     return student
 
@@ -148,6 +182,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--student-hidden", type=int, default=32)
     parser.add_argument("--student-lr", type=float, default=5e-3)
     parser.add_argument("--particles", type=int, default=256, help="ELBO particles per step")
+    parser.add_argument(
+        "--anneal",
+        type=float,
+        default=0.5,
+        help="fraction of the student's steps over which the target's inverse temperature "
+        "rises from 0.1 to 1 (0: none)",
+    )
     parser.add_argument("--eval", type=int, default=100_000, help="samples for KL and speed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
