@@ -26,7 +26,7 @@ def test_bayes_logreg_compares_three_guides(tmp_path, capsys):
     results = {r["guide"]: r for r in json.loads(path.read_text())["results"]}
     assert sorted(results) == sorted(example.GUIDES)
     assert all(math.isfinite(r["elbo"]) and r["test_lpd"] < 0 for r in results.values())
-    # Measured after 30 steps: -0.09 nats per point and 95% accuracy (chance: -0.69, 63%).
+    # Measured (seed 0, 30 steps): -0.32 nats per point, 88% accuracy (chance: -0.69, 63%).
     assert results["pyro-glow"]["test_lpd"] > math.log(0.5)
     assert results["pyro-glow"]["test_accuracy"] > 0.8
     assert "test log predictive" in capsys.readouterr().out
@@ -40,7 +40,7 @@ def test_distillation_reports_kl_and_speed(tmp_path):
         "--student-steps", "20", "--student-flow-steps", "2", "--student-hidden", "8",
         "--particles", "16", "--eval", "2000",
     ]  # fmt: skip
-    for student in ("glow", "iaf"):
+    for student in example.STUDENTS:
         path = tmp_path / f"{student}.json"
         assert example.main(tiny + ["--student", student, "--json", str(path)]) == 0
         result = json.loads(path.read_text())["results"]
