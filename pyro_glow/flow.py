@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_transform import ComposeTransformModule
 from torch import nn
-from torch.distributions import Transform
+from torch.distributions import ComposeTransform, Transform
 
 from .transforms.base import (
     FlowTransform,
@@ -18,6 +18,39 @@ from .transforms.base import (
     forward_and_log_det,
     inverse_and_log_det,
 )
+
+
+class FlowDistribution(dist.TransformedDistribution):
+    """The distribution a :class:`Flow` returns: Pyro's ``TransformedDistribution``, whose
+    ``log_prob`` of a value it did not draw itself takes one fused normalizing pass.
+
+    ``TransformedDistribution.log_prob`` inverts the layers one by one and then asks each
+    for its log-determinant; pyro-glow's layers hand that back from a cache, but the
+    bookkeeping per layer is Python work that shows on small models (docs/benchmarks.md,
+    SVI's overhead). Here each layer computes its inverse and log-determinant together
+    (:func:`~pyro_glow.transforms.base.inverse_and_log_det`), the same value with less
+    Python. A value this distribution drew itself (``sample``/``rsample``, as a guide's
+    draw is scored) keeps the cached path, which needs no inverse at all.
+    """
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        self._drawn = super().rsample(sample_shape)
+        return self._drawn
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        self._drawn = super().sample(sample_shape)
+        return self._drawn
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if value is getattr(self, "_drawn", None):
+            return super().log_prob(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        transform = (
+            self.transforms[0] if len(self.transforms) == 1 else ComposeTransform(self.transforms)
+        )
+        z, log_det = inverse_and_log_det(transform, value)
+        return self.base_dist.log_prob(z) - log_det
 
 
 class Flow(nn.Module):
@@ -78,10 +111,10 @@ class Flow(nn.Module):
             if isinstance(module, FlowTransform):
                 module.clear_cache()
 
-    def forward(self) -> dist.TransformedDistribution:
+    def forward(self) -> FlowDistribution:
         """The flow as a Pyro distribution (built fresh, with empty layer caches)."""
         self.clear_cache()
-        return dist.TransformedDistribution(self.prior(), self.transform)
+        return FlowDistribution(self.prior(), self.transform)
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ``TypeError``/``ValueError`` naming the problem unless ``x`` is a non-empty

@@ -110,3 +110,35 @@ def test_batched_draw_after_single_particle_training_keeps_the_guide():
     after = guide.transform.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == []
+
+
+@pytest.mark.parametrize("shape", [(2,), (3, 4, 4)])
+def test_flow_distribution_log_prob_fused_for_data_cached_for_its_own_draws(shape, monkeypatch):
+    from conftest import perturb_
+
+    from pyro_glow.flow import FlowDistribution
+    from pyro_glow.transforms import AffineCoupling
+
+    flow = pyro_glow.glow(shape, levels=2, steps=2, hidden=8).double()
+    perturb_(flow, 0.3)
+    x = torch.randn(5, *shape, dtype=torch.float64)
+    distribution = flow()
+    assert isinstance(distribution, FlowDistribution)
+    reference = dist.TransformedDistribution(flow.prior(), flow.transform).log_prob(x)
+    torch.testing.assert_close(distribution.log_prob(x), reference, rtol=0, atol=1e-10)
+    expanded = distribution.expand([3, 5])
+    torch.testing.assert_close(expanded.log_prob(x), reference.expand(3, 5), rtol=0, atol=1e-10)
+
+    inverses = []
+    original = AffineCoupling._inverse_and_log_det
+    monkeypatch.setattr(
+        AffineCoupling,
+        "_inverse_and_log_det",
+        lambda self, y: inverses.append(1) or original(self, y),
+    )
+    drawn = distribution.rsample((4,))
+    own = distribution.log_prob(drawn)
+    assert not inverses  # its own draw is scored from the layers' caches, no inverse
+    again = distribution.log_prob(drawn.clone())
+    assert inverses  # a value it did not draw goes through the fused inverse
+    torch.testing.assert_close(own, again, rtol=1e-6, atol=1e-6)  # a round trip apart
