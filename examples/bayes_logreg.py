@@ -52,9 +52,13 @@ def load_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
 
 
 def model(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-    """w ~ N(0, I), y ~ Bernoulli(logits = x w); vectorises over leading batch dims of w."""
+    """w ~ N(0, I), y ~ Bernoulli(logits = x w).
+
+    Vectorised particles give w the shape ``[P, 1, D]`` (the particle plate left of the data
+    plate); ``(w * x).sum(-1)`` then has the plates' shape ``[P, N]``.
+    """
     w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), 1.0).to_event(1))
-    logits = torch.einsum("nd,...d->...n", x, w)
+    logits = (w * x).sum(-1)
     with pyro.plate("data", len(x)):
         pyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
 
