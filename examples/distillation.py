@@ -167,6 +167,29 @@ def evaluate(teacher: Flow, student: Callable, test: torch.Tensor, n: int) -> di
     )
 
 
+@torch.no_grad()
+def plot(teacher: Flow, student: Callable, path: str, n: int = 20_000) -> None:
+    """Teacher samples beside student samples (2-D histograms on the same square)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+    bins = [torch.linspace(-1.5, 2.5, 121).numpy(), torch.linspace(-1.0, 1.5, 76).numpy()]
+    for ax, title, x in (
+        (axes[0], "teacher", teacher.sample(n)),
+        (axes[1], "student", student.get_posterior().sample((n,))),
+    ):
+        ax.hist2d(x[:, 0].numpy(), x[:, 1].numpy(), bins=bins, cmap="viridis")
+        ax.set_title(f"{title} samples", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-size", type=int, default=10_000)
@@ -192,6 +215,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval", type=int, default=100_000, help="samples for KL and speed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--figure", help="write teacher and student samples here (PNG)")
     return parser.parse_args(argv)
 
 
@@ -216,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"args": vars(args), "results": result}, handle, indent=1)
+    if args.figure:
+        plot(teacher, student, args.figure)
     return 0
 
 

@@ -49,6 +49,8 @@ def test_distillation_reports_kl_and_speed(tmp_path):
         assert -0.05 < result["kl_teacher_student"] < 5
         assert result["student_samples_per_s"] > 0 and result["teacher_samples_per_s"] > 0
         assert math.isfinite(result["student_test_nll"])
+    assert example.main(tiny + ["--figure", str(tmp_path / "samples.png")]) == 0
+    assert (tmp_path / "samples.png").stat().st_size > 5_000
 
 
 def test_vae_digits_reports_elbo_and_iwae(tmp_path):
