@@ -237,6 +237,8 @@ def density_model(
     make_distribution = flow if distribution is None else distribution
 
     def model(batch: torch.Tensor) -> None:
+        if batch.numel() == 0:
+            raise ValueError(f"density_model: the batch is empty (shape {list(batch.shape)})")
         pyro.module("flow", flow)
         with pyro.plate("data", batch.shape[0]), poutine.scale(scale=1.0 / batch.numel()):
             pyro.sample("x", make_distribution(), obs=batch)

@@ -457,6 +457,13 @@ def test_an_empty_batch_passes_through_layers_without_initialising_them():
     assert vector_flow().sample(0).shape == (0, 2)
 
 
+def test_the_density_model_refuses_an_empty_batch():
+    from pyro_glow.training import density_model
+
+    with pytest.raises(ValueError, match="empty"):
+        density_model(vector_flow())(torch.zeros(0, 2))
+
+
 def test_a_trained_image_flow_accepts_its_own_data_range():
     flow = trained_image_flow()
     pixels = torch.randint(0, 256, (4, 3, 4, 4), dtype=torch.uint8)
