@@ -7,7 +7,8 @@ affine-coupling stack and normflows' RealNVP, same data, steps, batch and schedu
 Data: sklearn two-moons, noise 0.05, the trainer's default training-set size (each of the
 3000 x 256 draws a fresh point) and 5,000 test points. Seed ``s`` draws the data (seeds
 ``s`` and ``s + 1``), initialises every model and orders its batches; the table gives each
-seed's gap and their mean, since one seed's gap varies by a few thousandths of a nat.
+seed's gap and the mean over the seeds whose loss stayed finite (a NaN loss stops that fit
+and is reported with its step), since one seed's gap varies by a few thousandths of a nat.
 The true test NLL comes from ``pyro_glow.data.moons_log_density`` (quadrature); ``gap`` is
 each model's test NLL minus it, in nats per point. Needs ``pip install normflows``.
 """
@@ -22,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import Permute, affine_coupling
@@ -39,8 +41,12 @@ def _fit(
     steps: int,
     lr: float,
     seed: int,
-) -> float:
-    """Adam with warm-up, cosine decay and clipping, as pyro-glow's trainer; returns seconds."""
+) -> tuple[float, int | None]:
+    """Adam with warm-up, cosine decay and clipping, as pyro-glow's trainer.
+
+    Returns the seconds taken and the step at which the loss first was not finite (the fit
+    stops there), or ``None``.
+    """
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -50,15 +56,17 @@ def _fit(
     )
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         batch = train[torch.randint(len(train), (BATCH,), generator=generator)]
         loss = -log_prob(batch).mean()
+        if not torch.isfinite(loss):
+            return time.perf_counter() - start, step
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 50.0)
         optimizer.step()
         schedule.step()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, None
 
 
 def _fit_standardised(
@@ -72,10 +80,17 @@ def _fit_standardised(
 ) -> dict[str, float]:
     """Fit a peer's ``log_prob`` on standardised data; its test NLL in the data's units."""
     mean, std = train.mean(0), train.std(0)
-    seconds = _fit(lambda x: flow((x - mean) / std), params, train, steps, lr, seed)
-    with torch.no_grad():
-        nll = -(flow((test - mean) / std) - std.log().sum()).mean().item()
-    return {"test_nll": nll, "seconds": seconds, "parameters": sum(p.numel() for p in params)}
+    seconds, diverged_at = _fit(lambda x: flow((x - mean) / std), params, train, steps, lr, seed)
+    nll = math.nan
+    if diverged_at is None:
+        with torch.no_grad():
+            nll = -(flow((test - mean) / std) - std.log().sum()).mean().item()
+    return {
+        "test_nll": nll,
+        "seconds": seconds,
+        "parameters": sum(p.numel() for p in params),
+        "diverged_at": diverged_at,
+    }
 
 
 def pyro_stack(
@@ -130,6 +145,7 @@ def pyro_glow_svi(
         "test_nll": metrics["test_nll"],
         "seconds": metrics["wall_time_s"],
         "parameters": parameters,
+        "diverged_at": None,
     }
 
 
@@ -141,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    # A diverging peer's NaN is recorded as its divergence step, not raised by validation.
+    pyro.enable_validation(False)
     models = {
         "pyro-glow glow((2,), K=12) via SVI": pyro_glow_svi,
         "Pyro affine_coupling x12": pyro_stack,
@@ -160,16 +178,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run(train, test, args.steps, args.lr, seed)
             result.update(seed=seed, true_nll=true_nll, gap=result["test_nll"] - true_nll)
             results[name].append(result)
+            diverged = result["diverged_at"]
+            note = "" if diverged is None else f"  NaN loss at step {diverged}"
             print(
                 f"{name:34s} {seed:4d} {result['parameters']:7d} {result['test_nll']:9.4f} "
-                f"{result['gap']:8.4f} {result['seconds']:8.1f}",
+                f"{result['gap']:8.4f} {result['seconds']:8.1f}{note}",
                 flush=True,
             )
-    print(f"{'model':34s} {'mean gap':>9s} {'max gap':>8s} {'mean seconds':>13s}")
+    print(f"{'model':34s} {'mean gap':>9s} {'max gap':>8s} {'diverged':>9s} {'mean s':>7s}")
     for name, runs in results.items():
-        gaps = [r["gap"] for r in runs]
+        gaps = [r["gap"] for r in runs if r["diverged_at"] is None]
+        mean_gap = statistics.mean(gaps) if gaps else math.nan
+        max_gap = max(gaps) if gaps else math.nan
+        diverged = sum(r["diverged_at"] is not None for r in runs)
         seconds = statistics.mean(r["seconds"] for r in runs)
-        print(f"{name:34s} {statistics.mean(gaps):9.4f} {max(gaps):8.4f} {seconds:13.1f}")
+        print(
+            f"{name:34s} {mean_gap:9.4f} {max_gap:8.4f} {diverged:5d} of {len(runs)} {seconds:7.1f}"
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(
