@@ -7,7 +7,7 @@ DOCS_STAMP := $(VENV)/.docs-installed-stamp
 # Parallel test workers: all cores, at most 4.
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
 
-.PHONY: demo demo-normal demo-mixture test bench bench-kl lint docs install clean
+.PHONY: demo demo-normal demo-mixture test bench bench-training bench-kl bench-all lint docs install clean
 
 install: $(STAMP)
 
@@ -27,19 +27,27 @@ demo-mixture: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pyro_glow train moons --steps 3000 --prior mixture --out runs/moons-mixture
 
 # Benchmarks install their peers (normflows) into .venv only: never a runtime dependency.
+# Speed and memory against normflows and Pyro, ratios from alternating timings (docs/benchmarks.md).
 bench: $(STAMP)
 	$(PY) -m pip install --quiet normflows
 	mkdir -p runs/bench
-	$(PY) benchmarks/moons_nll.py --json runs/bench/moons_nll.json
 	$(PY) benchmarks/svi_overhead.py --json runs/bench/svi_overhead.json
 	$(PY) benchmarks/glow_step.py --compile --json runs/bench/glow_step.json
 	$(PY) benchmarks/ops.py --quick --json runs/bench/ops.json
 	$(PY) benchmarks/sampling.py --json runs/bench/sampling.json
 	$(PY) benchmarks/memory.py --json runs/bench/memory.json
 	$(PY) benchmarks/precision.py --json runs/bench/precision.json
+
+# What training reaches beside the peers: moons against the true density, CIFAR-10 on the CPU
+# (reads ../shared/data), stability at high learning rates. Longer than `bench`.
+bench-training: $(STAMP)
+	$(PY) -m pip install --quiet normflows
+	mkdir -p runs/bench
+	$(PY) benchmarks/moons_nll.py --json runs/bench/moons_nll.json
 	$(PY) benchmarks/cifar_cpu.py --json runs/bench/cifar_cpu.json
 	$(PY) benchmarks/stability.py --json runs/bench/stability.json
-	$(MAKE) --no-print-directory bench-kl
+
+bench-all: bench bench-training bench-kl
 
 # Exact KL(q || p) of pyro-glow's and Pyro's guides on five 2-D targets (docs/guides.md).
 bench-kl: $(STAMP)
