@@ -1,22 +1,13 @@
 """The course examples run end to end at a tiny budget."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_example(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def test_warmup_affine_learns_the_sample_mean_and_std(tmp_path, capsys):
-    warmup = _load_example("warmup_affine")
+    warmup = load_script("examples", "warmup_affine")
     out = tmp_path / "warmup.json"
     args = ["--steps", "150", "--samples", "400", "--lr", "0.1", "--json", str(out)]
     assert warmup.main(args) == 0
@@ -30,7 +21,7 @@ def test_warmup_affine_learns_the_sample_mean_and_std(tmp_path, capsys):
 
 
 def test_piecewise_1d_writes_the_figure_and_improves_on_the_identity(tmp_path, capsys):
-    piecewise = _load_example("piecewise_1d")
+    piecewise = load_script("examples", "piecewise_1d")
     args = ["--train-size", "1000", "--test-size", "1000", "--bins", "16", "--batch-size", "256"]
     assert piecewise.main(args + ["--out", str(tmp_path / "untrained"), "--steps", "0"]) == 0
     untrained = json.loads((tmp_path / "untrained" / "metrics.json").read_text())
@@ -46,7 +37,7 @@ def test_piecewise_1d_writes_the_figure_and_improves_on_the_identity(tmp_path, c
 
 
 def test_flow_families_writes_the_comparison_table(tmp_path):
-    families = _load_example("flow_families")
+    families = load_script("examples", "flow_families")
     args = ["--out", str(tmp_path), "--steps", "3", "--train-size", "256", "--test-size", "64"]
     assert families.main(args + ["--batch-size", "32", "--repeats", "1", "--hidden", "8"]) == 0
     report = json.loads((tmp_path / "flow_families.json").read_text())

@@ -1,24 +1,15 @@
 """The examples and the command line run end to end at a tiny budget."""
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_example(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def test_moons_example_writes_plots_and_metrics(tmp_path, capsys):
-    moons = _load_example("moons")
+    moons = load_script("examples", "moons")
     args = [
         "--train-size",
         "512",

@@ -1,25 +1,15 @@
 """The guide examples and the exact-KL benchmark run end to end at a tiny budget."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(folder, name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def test_bayes_logreg_compares_three_guides(tmp_path, capsys):
-    example = _load("examples", "bayes_logreg")
+    example = load_script("examples", "bayes_logreg")
     path = tmp_path / "logreg.json"
     args = ["--steps", "30", "--eval-particles", "50", "--draws", "50", "--flow-steps", "1"]
     assert example.main(args + ["--hidden", "8", "--json", str(path)]) == 0
@@ -33,7 +23,7 @@ def test_bayes_logreg_compares_three_guides(tmp_path, capsys):
 
 
 def test_distillation_reports_kl_and_speed(tmp_path):
-    example = _load("examples", "distillation")
+    example = load_script("examples", "distillation")
     tiny = [
         "--train-size", "500", "--test-size", "200", "--teacher-steps", "30",
         "--teacher-flow-steps", "2", "--teacher-hidden", "16", "--batch-size", "128",
@@ -54,7 +44,7 @@ def test_distillation_reports_kl_and_speed(tmp_path):
 
 
 def test_vae_digits_reports_elbo_and_iwae(tmp_path):
-    example = _load("examples", "vae_digits")
+    example = load_script("examples", "vae_digits")
     path = tmp_path / "vae.json"
     args = ["--steps", "10", "--k", "10", "--hidden", "32", "--flow-steps", "2"]
     assert example.main(args + ["--flow-hidden", "16", "--json", str(path)]) == 0
@@ -69,7 +59,7 @@ def test_vae_digits_reports_elbo_and_iwae(tmp_path):
 
 
 def test_vae_flow_guide_has_a_normalised_density():
-    example = _load("examples", "vae_digits")
+    example = load_script("examples", "vae_digits")
     torch.manual_seed(0)
     guide = example.AmortizedGuide(latent=2, hidden=8, flow_steps=2, context=3, flow_hidden=8)
     for parameter in guide.parameters():
@@ -84,7 +74,7 @@ def test_vae_flow_guide_has_a_normalised_density():
 
 
 def test_kl_benchmark_normalisers_and_a_tiny_table(tmp_path, capsys):
-    bench = _load("benchmarks", "kl_targets")
+    bench = load_script("benchmarks", "kl_targets")
     # U2-U4 are Gaussian in z2 given z1 (U3, U4: two-component mixtures) times the N(0, 2^2)
     # envelope in z1: log Z = log(2 pi * 2 * (sum of the component widths)).
     for name, widths in (("U2", 0.4), ("U3", 0.7), ("U4", 0.75)):
