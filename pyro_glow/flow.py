@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -9,7 +10,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_transform import ComposeTransformModule
 from torch import nn
-from torch.distributions import ComposeTransform, Transform
+from torch.distributions import ComposeTransform, Transform, constraints
 
 from .transforms.base import (
     FlowTransform,
@@ -18,6 +19,25 @@ from .transforms.base import (
     forward_and_log_det,
     inverse_and_log_det,
 )
+
+
+class FlowLayers(ComposeTransformModule):
+    """A flow's layers: Pyro's ``ComposeTransformModule`` (same parts, same ``state_dict``
+    keys) whose ``domain`` and ``codomain`` are worked out once.
+
+    ``ComposeTransform`` recomputes both on every query by walking all its parts, and
+    ``TransformedDistribution`` queries them about sixteen times for each distribution it
+    builds, which is every ``flow()`` call, every SVI step. A flow's layers do not change
+    after it is built, so the answers are kept.
+    """
+
+    @functools.cached_property
+    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        return ComposeTransformModule.domain.fget(self)
+
+    @functools.cached_property
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        return ComposeTransformModule.codomain.fget(self)
 
 
 class FlowDistribution(dist.TransformedDistribution):
@@ -95,11 +115,13 @@ class Flow(nn.Module):
         if data_range is not None and not data_range[0] < data_range[1]:
             raise ValueError(f"Flow: data_range must be (low, high), low < high; got {data_range}")
         self.data_range = data_range
-        if not isinstance(transform, ComposeTransformModule):
+        if type(transform) is ComposeTransformModule:
+            transform = FlowLayers(transform.parts)
+        elif not isinstance(transform, ComposeTransformModule):
             parts = [transform] if isinstance(transform, Transform) else list(transform)
             if not all(isinstance(part, Transform) for part in parts):
                 raise TypeError("Flow: transform must be a Transform or a list of Transforms")
-            transform = ComposeTransformModule(parts)
+            transform = FlowLayers(parts)
         self.prior = prior
         self.transform = transform
         latent_shape = prior().event_shape

@@ -142,3 +142,21 @@ def test_flow_distribution_log_prob_fused_for_data_cached_for_its_own_draws(shap
     again = distribution.log_prob(drawn.clone())
     assert inverses  # a value it did not draw goes through the fused inverse
     torch.testing.assert_close(own, again, rtol=1e-6, atol=1e-6)  # a round trip apart
+
+
+def test_flow_layers_keep_the_composition_and_its_state_dict_keys():
+    from pyro.distributions.torch_transform import ComposeTransformModule
+
+    from pyro_glow.flow import FlowLayers
+
+    flow = pyro_glow.glow((3, 8, 8), levels=2, steps=1, hidden=8)
+    plain = ComposeTransformModule(list(flow.transform.parts))
+    assert isinstance(flow.transform, FlowLayers)
+    for name in ("domain", "codomain"):
+        kept, walked = getattr(flow.transform, name), getattr(plain, name)
+        assert type(kept) is type(walked) and kept.event_dim == walked.event_dim == 3
+    assert list(flow.transform.state_dict()) == list(plain.state_dict())
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(
+        flow().log_prob(x), dist.TransformedDistribution(flow.prior(), plain).log_prob(x)
+    )
