@@ -20,36 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
+from harness import normflows_glow
 
 from pyro_glow.metrics import bits_per_dim
 from pyro_glow.training import TrainConfig, Trainer, TrainingData, load_data
 
 LEVELS, STEPS_PER_LEVEL, HIDDEN, BATCH, LR, WARMUP = 3, 8, 128, 32, 1e-3, 100
-
-
-def normflows_glow() -> torch.nn.Module:
-    """normflows' multi-scale Glow (its documented example), unconditional."""
-    import normflows as nf
-
-    channels, shape = 3, (3, 32, 32)
-    bases, flows, merges = [], [], []
-    for level in range(LEVELS):
-        width = channels * 2 ** (LEVELS + 1 - level)
-        blocks = [nf.flows.GlowBlock(width, HIDDEN, split_mode="channel", scale=True)]
-        blocks = blocks + [
-            nf.flows.GlowBlock(width, HIDDEN, split_mode="channel", scale=True)
-            for _ in range(STEPS_PER_LEVEL - 1)
-        ]
-        flows.append([*blocks, nf.flows.Squeeze()])
-        if level > 0:
-            merges.append(nf.flows.Merge())
-            scale = 2 ** (LEVELS - level)
-            latent = (shape[0] * scale, shape[1] // scale, shape[2] // scale)
-        else:
-            scale = 2**LEVELS
-            latent = (shape[0] * scale * 2, shape[1] // scale, shape[2] // scale)
-        bases.append(nf.distributions.DiagGaussian(latent))
-    return nf.MultiscaleFlow(bases, flows, merges, class_cond=False)
 
 
 def bits_on_test(log_prob: Callable[[torch.Tensor], torch.Tensor], data: TrainingData) -> float:
@@ -63,7 +39,7 @@ def bits_on_test(log_prob: Callable[[torch.Tensor], torch.Tensor], data: Trainin
 
 def train_normflows(data: TrainingData, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
-    model = normflows_glow()
+    model = normflows_glow(LEVELS, STEPS_PER_LEVEL, HIDDEN)
     params = list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=LR, foreach=True)
 
