@@ -22,9 +22,10 @@ import re
 import socket
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -48,6 +49,21 @@ def _temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _replace_atomically(path: Path, mode: str, write: Callable[[IO[Any]], Any]) -> None:
+    """Write a temporary file beside ``path`` with ``write``, flush it to disk and rename it
+    over ``path``; the temporary file never outlives a failure."""
+    temporary = _temporary_path(path)
+    try:
+        with open(temporary, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
 def save_atomic(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` with ``torch.save`` to a temporary file beside ``path``, flush it to
     disk, then rename it over ``path``: a reader sees the old file or the new one, never a
@@ -58,17 +74,8 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
             quota); ``path`` still holds the previous checkpoint, if there was one.
     """
     path = Path(path)
-    temporary = _temporary_path(path)
     try:
-        try:
-            with open(temporary, "wb") as handle:
-                torch.save(state, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        finally:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
+        _replace_atomically(path, "wb", lambda handle: torch.save(state, handle))
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
@@ -84,17 +91,7 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
 def write_text_atomic(text: str, path: str | Path) -> None:
     """Replace the file ``path`` by one holding ``text``, atomically (temporary file, flush,
     rename): a process killed meanwhile leaves the old content, never an empty file."""
-    path = Path(path)
-    temporary = _temporary_path(path)
-    try:
-        with open(temporary, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+    _replace_atomically(Path(path), "w", lambda handle: handle.write(text))
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
