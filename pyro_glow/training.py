@@ -239,7 +239,7 @@ def density_model(
     def model(batch: torch.Tensor) -> None:
         if batch.numel() == 0:
             raise ValueError(f"density_model: the batch is empty (shape {list(batch.shape)})")
-        pyro.module("flow", flow)
+        flow.pyro_module("flow")
         with pyro.plate("data", batch.shape[0]), poutine.scale(scale=1.0 / batch.numel()):
             pyro.sample("x", make_distribution(), obs=batch)
 

@@ -1,11 +1,18 @@
 """The speed paths: kept 1x1-convolution matrices never go stale; channels-last nets compute
-the same values as the plain layout."""
+the same values as the plain layout; ``Flow.pyro_module`` registers what ``pyro.module``
+registers, after any change to the flow."""
 
 import copy
+import warnings
 
+import pyro
+import pytest
 import torch
 from conftest import perturb_
+from pyro import poutine
+from torch import nn
 
+from pyro_glow import glow
 from pyro_glow.transforms import AffineCoupling, InvertibleConv1x1
 
 
@@ -64,3 +71,44 @@ def test_channels_last_coupling_equals_the_plain_layout():
     log_scale = layer.scale_bound * torch.tanh(raw / layer.scale_bound)
     torch.testing.assert_close(y[:, 3:], (x[:, 3:] - shift) * torch.exp(-log_scale))
     torch.testing.assert_close(log_det, log_scale.sum(dim=(1, 2, 3)))
+
+
+def _param_sites(register):
+    trace = poutine.trace(register).get_trace()
+    return {name: site["value"] for name, site in trace.nodes.items() if site["type"] == "param"}
+
+
+def _assert_registers_as_pyro_module(flow):
+    pyro.clear_param_store()
+    ours = _param_sites(lambda: flow.pyro_module("flow"))
+    pyro.clear_param_store()
+    theirs = _param_sites(lambda: pyro.module("flow", flow))
+    assert list(ours) == list(theirs)
+    for name, value in ours.items():
+        assert value.unconstrained() is theirs[name].unconstrained()
+    return ours
+
+
+def test_pyro_module_registers_what_pyro_module_registers_after_every_change():
+    torch.manual_seed(0)
+    flow = glow((2,), steps=2, hidden=4)
+    assert len(_assert_registers_as_pyro_module(flow)) == len(list(flow.parameters()))
+    layer = flow.transform.parts[0]
+    layer.net[0].weight = nn.Parameter(torch.zeros_like(layer.net[0].weight))  # replaced
+    layer.net[0].bias.requires_grad_(False)  # frozen: not registered, with Pyro's warning
+    with pytest.warns(UserWarning, match="requires_grad=False"):
+        sites = _assert_registers_as_pyro_module(flow)
+    assert any(value.unconstrained() is layer.net[0].weight for value in sites.values())
+    layer.net.append(nn.Linear(4, 4))  # a new submodule
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert "flow$$$transform.0.net.5.weight" in _assert_registers_as_pyro_module(flow)
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        flow.double()  # new Parameter objects, no registration hook
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+    flow.train(False)
+    sites = _assert_registers_as_pyro_module(flow)
+    assert all(value.dtype == torch.float64 for value in sites.values())
+    pyro.clear_param_store()
