@@ -181,17 +181,38 @@ class Flow(nn.Module):
         under the same name (``name$$$transform.0.net.0.weight``, ...), for every
         parameter that requires a gradient, without walking the module tree on every call.
 
+        Unlike ``pyro.module``, it refuses to go on when Pyro's param store holds another
+        tensor than the flow's own parameter under a name (an entry left by an earlier
+        model under the same name, or a copy the store made of a non-contiguous
+        parameter): SVI optimizes the store's tensors, so this flow would silently never
+        train. ``pyro.clear_param_store()`` before building a new model avoids the first.
+
+        Raises:
+            ValueError: a parameter is not the tensor the param store holds for it.
+
         Example:
+            >>> import pyro
             >>> from pyro import poutine
             >>> from pyro_glow import glow
+            >>> pyro.clear_param_store()
             >>> flow = glow((2,), steps=1, hidden=4)
             >>> trace = poutine.trace(lambda: flow.pyro_module("flow")).get_trace()
-            >>> len(trace.nodes) == len(list(flow.parameters()))
+            >>> sites = [site for site in trace.nodes.values() if site["type"] == "param"]
+            >>> len(sites) == len(list(flow.parameters()))
             True
         """
         for param_name, parameter in self._tree()[0]:
             if parameter.requires_grad:
-                pyro.param(param_with_module_name(name, param_name), parameter)
+                full_name = param_with_module_name(name, param_name)
+                stored = pyro.param(full_name, parameter)
+                # Under poutine.lift the site returns a draw, not a stored tensor.
+                if stored is not parameter and hasattr(stored, "unconstrained"):
+                    raise ValueError(
+                        f"Flow.pyro_module: Pyro's param store holds another tensor than this "
+                        f"flow's parameter {param_name!r} under {full_name!r} (an entry of an "
+                        "earlier model: call pyro.clear_param_store(); or a copy of a "
+                        "non-contiguous parameter): SVI would train that tensor, not the flow"
+                    )
             elif self.training:
                 warnings.warn(
                     f"{param_name} was not registered in the param store because "

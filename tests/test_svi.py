@@ -160,3 +160,53 @@ def test_flow_layers_keep_the_composition_and_its_state_dict_keys():
     torch.testing.assert_close(
         flow().log_prob(x), dist.TransformedDistribution(flow.prior(), plain).log_prob(x)
     )
+
+
+def _models_of_every_builder():
+    torch.manual_seed(0)
+    return {
+        "glow image": pyro_glow.glow((3, 8, 8), levels=2, steps=2, hidden=8),
+        "glow image, mixture prior, memory saving": pyro_glow.glow(
+            (3, 8, 8), levels=2, steps=1, hidden=8, prior="mixture", memory_saving=True
+        ),
+        "glow vector": pyro_glow.glow((2,), steps=2, hidden=8),
+        "nice vector": pyro_glow.nice((4,), hidden=8),
+        "realnvp image": pyro_glow.realnvp((3, 8, 8), scales=2, hidden=8, learned_split=True),
+        "realnvp vector": pyro_glow.realnvp((4,), couplings=2, hidden=8, seed=0),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_models_of_every_builder()))
+def test_svi_trains_every_parameter_of_the_flow_itself(kind):
+    """Pyro's param store keeps a ``.contiguous()`` copy of a non-contiguous parameter, and
+    SVI then steps the copy: the flow's own parameter must be the stored tensor, and every
+    one must move. (Channels-last conv weights once froze every coupling network this way.)"""
+    flow = _models_of_every_builder()[kind]
+    x = torch.rand(16, *flow.event_shape)
+    pyro.clear_param_store()
+    model = pyro_glow.training.density_model(flow)
+    optim = pyro_glow.optim.FlowOptimizer("adam", lr=1e-2)
+    svi = SVI(model, pyro_glow.training.empty_guide, optim, Trace_ELBO())
+    before = {name: p.detach().clone() for name, p in flow.named_parameters()}
+    for _ in range(3):  # zero-initialised last layers pass gradients on from the second step
+        svi.step(x)
+    store = pyro.get_param_store()
+    for name, parameter in flow.named_parameters():
+        assert parameter.is_contiguous(), name
+        assert store[f"flow$$${name}"] is parameter, name
+    frozen = [n for n, p in flow.named_parameters() if torch.equal(p.detach(), before[n])]
+    assert frozen == []
+    pyro.clear_param_store()
+
+
+def test_pyro_module_refuses_a_parameter_the_param_store_does_not_hold():
+    pyro.clear_param_store()
+    pyro_glow.glow((2,), steps=1, hidden=4).pyro_module("flow")  # an earlier model's entries
+    flow = pyro_glow.glow((2,), steps=1, hidden=4)
+    with pytest.raises(ValueError, match="clear_param_store"):
+        flow.pyro_module("flow")
+    pyro.clear_param_store()
+    flow.transform.parts[0].net[2].weight = torch.nn.Parameter(torch.zeros(4, 4).T)  # strided
+    with pytest.raises(ValueError, match="non-contiguous"):
+        flow.pyro_module("flow")
+    pyro.clear_param_store()
