@@ -14,11 +14,11 @@ import torch
 from pyro.distributions.torch_transform import ComposeTransformModule
 from pyro.params.param_store import param_with_module_name
 from torch import nn
+from torch.distributions import ComposeTransform, Transform, constraints
 from torch.nn.modules.module import (
     register_module_module_registration_hook,
     register_module_parameter_registration_hook,
 )
-from torch.distributions import ComposeTransform, Transform, constraints
 
 from .transforms.base import (
     FlowTransform,
@@ -216,7 +216,8 @@ class Flow(nn.Module):
             elif self.training:
                 warnings.warn(
                     f"{param_name} was not registered in the param store because "
-                    "requires_grad=False (as pyro.module). Call flow.train(False) to silence this"
+                    "requires_grad=False (as pyro.module). Call flow.train(False) to silence this",
+                    stacklevel=2,
                 )
         return self
 
