@@ -1,7 +1,7 @@
 """Exact KL(q || p) of variational guides on 2-D targets with a known normaliser.
 
-    python benchmarks/kl_targets.py [--steps 600] [--particles 256] [--lrs 3e-3 1e-2]
-        [--jobs 2] [--json FILE] [--figure FILE]
+    python benchmarks/kl_targets.py [--steps 3000] [--particles 256] [--lrs 3e-3 1e-2]
+        [--layers 16] [--hidden 128] [--jobs 2] [--json FILE] [--figure FILE]
 
 Targets: the energies U1-U4 of Rezende & Mohamed (arXiv:1505.05770, Table 1), p(z) ~ exp(-U(z)),
 and Neal's funnel, v ~ N(0, 3^2), x | v ~ N(0, exp(v / 2)^2). U2-U4 do not depend on z1 except
@@ -166,13 +166,22 @@ def fit_one(job: dict) -> dict:
     optim = pyro.optim.ClippedAdam({"lr": job["lr"], "lrd": 0.1 ** (1 / job["steps"])})
     svi = SVI(model, guide, optim, Trace_ELBO(job["particles"], vectorize_particles=True))
     start = time.perf_counter()
-    losses = [svi.step() for _ in range(job["steps"])]
+    diverged_at = None
+    for step in range(job["steps"]):
+        if not math.isfinite(svi.step()):
+            diverged_at = step  # a NaN guide stays NaN: stop here, the cell records inf
+            break
     seconds = time.perf_counter() - start
-    finite = all(math.isfinite(loss) for loss in losses)
+    finite = diverged_at is None
     select = kl_estimate(model, guide, job["log_z"], 20_000) if finite else (math.inf, 0.0)
     parameters = sum(p.numel() for p in pyro.get_param_store().values())
     result = dict(
-        job, fit_seconds=seconds, select_kl=select[0], finite=finite, parameters=parameters
+        job,
+        fit_seconds=seconds,
+        select_kl=select[0],
+        finite=finite,
+        diverged_at=diverged_at,
+        parameters=parameters,
     )
     if finite and job["eval"]:
         result["kl"], result["kl_se"] = kl_estimate(model, guide, job["log_z"], job["eval"])
@@ -235,11 +244,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--guides", nargs="+", default=list(GUIDES), choices=GUIDES)
-    parser.add_argument("--steps", type=int, default=600, help="SVI steps per fit")
+    parser.add_argument("--steps", type=int, default=3000, help="SVI steps per fit")
     parser.add_argument("--particles", type=int, default=256, help="ELBO particles per step")
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2])
-    parser.add_argument("--layers", type=int, default=8, help="flow steps / couplings")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden units of flow nets")
+    parser.add_argument("--layers", type=int, default=16, help="flow steps / couplings")
+    parser.add_argument("--hidden", type=int, default=128, help="hidden units of flow nets")
     parser.add_argument("--eval", type=int, default=100_000, help="samples of the final KL")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
