@@ -1,6 +1,6 @@
 """Exact KL(q || p) of variational guides on 2-D targets with a known normaliser.
 
-    python benchmarks/kl_targets.py [--steps 3000] [--particles 256] [--lrs 3e-3 1e-2]
+    python benchmarks/kl_targets.py [--steps 3000] [--particles 1024] [--lrs 3e-3 1e-2]
         [--layers 16] [--hidden 128] [--jobs 2] [--json FILE] [--figure FILE]
 
 Targets: the energies U1-U4 of Rezende & Mohamed (arXiv:1505.05770, Table 1), p(z) ~ exp(-U(z)),
@@ -245,7 +245,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--guides", nargs="+", default=list(GUIDES), choices=GUIDES)
     parser.add_argument("--steps", type=int, default=3000, help="SVI steps per fit")
-    parser.add_argument("--particles", type=int, default=256, help="ELBO particles per step")
+    parser.add_argument("--particles", type=int, default=1024, help="ELBO particles per step")
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2])
     parser.add_argument("--layers", type=int, default=16, help="flow steps / couplings")
     parser.add_argument("--hidden", type=int, default=128, help="hidden units of flow nets")
