@@ -28,7 +28,7 @@ def test_distillation_reports_kl_and_speed(tmp_path):
         "--train-size", "500", "--test-size", "200", "--teacher-steps", "30",
         "--teacher-flow-steps", "2", "--teacher-hidden", "16", "--batch-size", "128",
         "--student-steps", "20", "--student-flow-steps", "2", "--student-hidden", "8",
-        "--particles", "16", "--eval", "2000",
+        "--particles", "16", "--eval", "2000", "--warm-start", "20",
     ]  # fmt: skip
     for student in example.STUDENTS:
         path = tmp_path / f"{student}.json"
@@ -41,6 +41,24 @@ def test_distillation_reports_kl_and_speed(tmp_path):
         assert math.isfinite(result["student_test_nll"])
     assert example.main(tiny + ["--figure", str(tmp_path / "samples.png")]) == 0
     assert (tmp_path / "samples.png").stat().st_size > 5_000
+
+
+def test_distillation_warm_start_covers_the_teacher(tmp_path):
+    """The forward-KL warm start fits the student to teacher samples: KL(teacher || student)
+    falls well below that of the untrained student."""
+    example = load_script("examples", "distillation")
+    tiny = [
+        "--train-size", "500", "--test-size", "200", "--teacher-steps", "100",
+        "--teacher-flow-steps", "2", "--teacher-hidden", "16", "--batch-size", "256",
+        "--student-steps", "0", "--student-flow-steps", "2", "--student-hidden", "16",
+        "--eval", "4000",
+    ]  # fmt: skip
+    kl = {}
+    for warm in (0, 300):
+        path = tmp_path / f"warm{warm}.json"
+        assert example.main(tiny + ["--warm-start", str(warm), "--json", str(path)]) == 0
+        kl[warm] = json.loads(path.read_text())["results"]["kl_teacher_student"]
+    assert kl[300] < 0.5 * kl[0]
 
 
 def test_vae_digits_reports_elbo_and_iwae(tmp_path):
