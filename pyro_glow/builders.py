@@ -20,15 +20,26 @@ def _positive_int(name: str, value: object) -> int:
 
 
 def flow_steps(
-    features: int, steps: int, hidden: int, event_dim: int, additive: bool = False
+    features: int,
+    steps: int,
+    hidden: int,
+    event_dim: int,
+    additive: bool = False,
+    activation: str = "relu",
 ) -> list[Transform]:
     """``steps`` Glow steps (ActNorm -> InvertibleConv1x1 -> coupling, in the normalizing
-    direction) as a list in generative order, couplings alternating their ``parity``."""
+    direction) as a list in generative order, couplings alternating their ``parity``
+    (``activation``: the coupling networks' nonlinearity, see :class:`AffineCoupling`)."""
     parts: list[Transform] = []
     for step in reversed(range(steps)):
         parts += [
             AffineCoupling(
-                features, hidden, event_dim=event_dim, parity=step % 2, additive=additive
+                features,
+                hidden,
+                event_dim=event_dim,
+                parity=step % 2,
+                additive=additive,
+                activation=activation,
             ),
             InvertibleConv1x1(features, event_dim=event_dim),
             ActNorm(features, event_dim=event_dim),
@@ -37,7 +48,12 @@ def flow_steps(
 
 
 def glow_level(
-    channels: int, levels: int, steps: int, hidden: int, additive: bool = False
+    channels: int,
+    levels: int,
+    steps: int,
+    hidden: int,
+    additive: bool = False,
+    activation: str = "relu",
 ) -> ComposeTransformModule:
     """One Glow level and, nested in its Split, every level below it.
 
@@ -50,9 +66,11 @@ def glow_level(
     squeezed = 4 * channels
     parts: list[Transform] = [Squeeze()]
     if levels > 1:
-        inner = glow_level(squeezed - squeezed // 2, levels - 1, steps, hidden, additive)
+        inner = glow_level(
+            squeezed - squeezed // 2, levels - 1, steps, hidden, additive, activation
+        )
         parts.append(Split(squeezed, inner))
-    parts += flow_steps(squeezed, steps, hidden, event_dim=3, additive=additive)
+    parts += flow_steps(squeezed, steps, hidden, 3, additive, activation)
     parts.append(Unsqueeze())
     return ComposeTransformModule(parts)
 

@@ -47,6 +47,8 @@ def _layer_cases():
                 AffineCoupling, features, 6, event_dim, mask, parity=parity, additive=additive
             )
             cases.append((f"coupling-{event_dim}d-{mask}-{kind}-p{parity}", coupling, shape))
+        silu = partial(AffineCoupling, features, 6, event_dim, activation="silu")
+        cases.append((f"coupling-{event_dim}d-silu", silu, shape))
         affine = partial(ElementwiseAffine, shape, 0.3, -0.2)
         cases.append((f"elementwise-affine-{event_dim}d", affine, shape))
         cases.append((f"rescale-{event_dim}d", partial(Rescale, shape, -0.2), shape))

@@ -11,7 +11,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormalizingFlow, init_to_value
 
 from pyro_glow.guides import AutoGlow, SiteFlows, glow_transform, vector_glow
-from pyro_glow.transforms import ActNorm, ElementwiseAffine
+from pyro_glow.transforms import ActNorm, AffineCoupling, ElementwiseAffine
 
 NOISE = 0.5
 
@@ -177,6 +177,8 @@ def test_site_flows_guide_a_model_with_a_scalar_constrained_site():
         (lambda: glow_transform(steps=0), "steps must be a positive int"),
         (lambda: glow_transform(actnorm_init="batch"), "actnorm_init must be one of"),
         (lambda: vector_glow(0), "dim must be a positive int"),
+        (lambda: glow_transform(activation="tanh"), "activation must be one of"),
+        (lambda: AffineCoupling(4, 8, event_dim=1, activation="elu"), "activation must be one"),
         (lambda: AutoGlow(two_site_model, init_scale=0.0), "init_scale must be positive"),
         (lambda: SiteFlows({}), "non-empty mapping"),
         (lambda: SiteFlows({"z": (2, 3)}), r"\(\), \(D,\) or \(C, H, W\)"),

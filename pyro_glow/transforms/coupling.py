@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..nets import channels_last, coupling_convnet, coupling_mlp
+from ..nets import channels_last, check_activation, coupling_convnet, coupling_mlp
 from .base import FlowTransform, batch_shape_of, flatten_batch, soft_clamp
 
 MASKS = ("channel", "checkerboard")
@@ -73,6 +73,7 @@ class AffineCoupling(FlowTransform):
         parity: 0 or 1, which part is transformed (see above).
         additive: NICE's additive coupling (no scale).
         scale_bound: bound ``c`` of the soft-clamped log-scale.
+        activation: the network's hidden nonlinearity, ``"relu"`` or ``"silu"``.
         cache_size: 1 (default) keeps the last result for Pyro's log-det query; 0 disables it.
     """
 
@@ -86,6 +87,7 @@ class AffineCoupling(FlowTransform):
         additive: bool = False,
         scale_bound: float = 2.0,
         cache_size: int = 1,
+        activation: str = "relu",
     ) -> None:
         super().__init__(event_dim=event_dim, cache_size=cache_size)
         custom = isinstance(mask, torch.Tensor)
@@ -99,6 +101,7 @@ class AffineCoupling(FlowTransform):
             raise ValueError(f"AffineCoupling: hidden must be a positive int; got {hidden!r}")
         if not scale_bound > 0:
             raise ValueError(f"AffineCoupling: scale_bound must be positive; got {scale_bound!r}")
+        check_activation("AffineCoupling", activation)
         spatial = event_dim == 3 and mask == "checkerboard"
         if not isinstance(features, int) or features < (1 if spatial else 2):
             raise ValueError(
@@ -111,9 +114,10 @@ class AffineCoupling(FlowTransform):
         self.parity = parity
         self.additive = additive
         self.scale_bound = scale_bound
+        self.activation = activation
         outputs_per_unit = 1 if additive else 2
         if spatial:
-            self.net = coupling_convnet(features, hidden, outputs_per_unit * features)
+            self.net = coupling_convnet(features, hidden, outputs_per_unit * features, activation)
         elif event_dim == 3:
             first = features // 2
             self._cond_slice, self._trans_slice = (
@@ -122,7 +126,9 @@ class AffineCoupling(FlowTransform):
                 else (slice(first, features), slice(0, first))
             )
             cond = self._cond_slice.stop - self._cond_slice.start
-            self.net = coupling_convnet(cond, hidden, outputs_per_unit * (features - cond))
+            self.net = coupling_convnet(
+                cond, hidden, outputs_per_unit * (features - cond), activation
+            )
         else:
             index = torch.arange(features)
             if custom:
@@ -135,13 +141,15 @@ class AffineCoupling(FlowTransform):
             self.register_buffer("cond_index", cond_index)
             self.register_buffer("trans_index", trans_index)
             self.register_buffer("merge_index", torch.argsort(torch.cat([cond_index, trans_index])))
-            self.net = coupling_mlp(len(cond_index), hidden, outputs_per_unit * len(trans_index))
+            self.net = coupling_mlp(
+                len(cond_index), hidden, outputs_per_unit * len(trans_index), activation
+            )
 
     def extra_repr(self) -> str:
         return (
             f"features={self.features}, hidden={self.hidden}, event_dim={self._event_dim}, "
             f"mask={self.mask!r}, parity={self.parity}, additive={self.additive}, "
-            f"scale_bound={self.scale_bound}"
+            f"scale_bound={self.scale_bound}, activation={self.activation!r}"
         )
 
     def _check_input(self, x: torch.Tensor, name: str) -> None:
