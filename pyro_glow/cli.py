@@ -51,6 +51,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=500)
     parser.add_argument("--max-nonfinite", type=int, default=20)
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the networks")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        help="seconds of training in this invocation; then checkpoint and evaluate "
+        "(--resume continues)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
 

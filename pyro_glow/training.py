@@ -83,6 +83,10 @@ class TrainConfig:
     the flow overfits: the choice is measured in docs/benchmarks.md); images use the
     course's Glow (16 steps per level, 512 channels) with batches of 64, lr 1e-3 and 200
     warm-up steps.
+
+    ``time_limit``: seconds of training in this invocation (``None``: no limit); the run then
+    stops at the end of a step, checkpoints and evaluates as at its end, and ``--resume``
+    continues it (the learning-rate schedule still runs over ``steps``).
     """
 
     data: str = "moons"
@@ -111,6 +115,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     max_nonfinite: int = 20
     amp: bool = False
+    time_limit: float | None = None
 
     @property
     def is_vector(self) -> bool:
@@ -127,6 +132,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
         if not config.lr > 0:
             raise ValueError(f"lr must be positive; got {config.lr!r}")
+        if config.time_limit is not None and not config.time_limit > 0:
+            raise ValueError(f"time_limit must be positive seconds; got {config.time_limit!r}")
         if not config.batch_size >= 1:
             raise ValueError(f"batch_size must be >= 1; got {config.batch_size!r}")
         if config.lr_decay not in ("cosine", "none"):
@@ -334,6 +341,7 @@ class Trainer:
         self.nonfinite = 0
         self.consecutive_nonfinite = 0
         self.elapsed = 0.0
+        self.stopped_by_time_limit = False
         checkpoint = self.out / CHECKPOINT
         if resume and checkpoint.exists():
             self._restore(read_checkpoint(checkpoint))
@@ -522,10 +530,14 @@ class Trainer:
         config = self.config
         log_path = self.out / "metrics.jsonl"
         window_start, window_steps, last_loss = time.perf_counter(), 0, math.nan
-        started = time.perf_counter() - self.elapsed
+        invoked = time.perf_counter()
+        started = invoked - self.elapsed
         bar = tqdm(total=config.steps, initial=self.step, disable=None if self.is_main else True)
         with open(log_path if self.is_main else os.devnull, "a") as log:
             while self.step < config.steps:
+                if self._time_is_up(invoked):
+                    self.stopped_by_time_limit = True
+                    break
                 last_loss = self._step()
                 window_steps += 1
                 self.elapsed = time.perf_counter() - started
@@ -556,6 +568,22 @@ class Trainer:
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return metrics
 
+    def _time_is_up(self, invoked: float) -> bool:
+        """Whether ``config.time_limit`` seconds have passed since ``invoked``. Processes of a
+        distributed run decide together, at logging steps only (one all-reduce), so that all
+        stop at the same step."""
+        if self.config.time_limit is None:
+            return False
+        up = time.perf_counter() - invoked >= self.config.time_limit
+        if self.world_size == 1:
+            return up
+        if self.step % self.config.log_every:
+            return False
+        device = self.device if torch.distributed.get_backend() == "nccl" else "cpu"
+        flag = torch.tensor(float(up), device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
     def final_metrics(self) -> dict[str, Any]:
         self.flow.eval()
         metrics: dict[str, Any] = evaluate(self.flow, self.data, self.config)
@@ -572,6 +600,7 @@ class Trainer:
                 ),
                 "parameters": sum(p.numel() for p in self.flow.parameters()),
                 "nonfinite_steps": self.nonfinite,
+                "stopped_by_time_limit": self.stopped_by_time_limit,
                 "data": self.config.data,
             }
         )

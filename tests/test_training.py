@@ -335,3 +335,55 @@ def test_zero_steps_evaluates_the_untrained_flow(tmp_path, capsys):
     args = ["train", "moons", "--steps", "0", "--out", str(tmp_path), *TINY_MOONS]
     assert main(args) == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 0
+
+
+def test_time_limit_stops_checkpoints_and_resumes(tmp_path):
+    args = ["train", "moons", "--steps", "1000000", "--out", str(tmp_path), *TINY_MOONS]
+    assert main(args + ["--time-limit", "1.5", "--checkpoint-every", "1000000"]) == 0
+    first = json.loads((tmp_path / "metrics.json").read_text())
+    assert first["stopped_by_time_limit"] and 0 < first["steps"] < 1_000_000
+    assert math.isfinite(first["test_nll"])
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["step"] == first["steps"]
+    assert main(args + ["--time-limit", "1.5", "--resume"]) == 0
+    second = json.loads((tmp_path / "metrics.json").read_text())
+    assert second["stopped_by_time_limit"] and second["steps"] > first["steps"]
+    with pytest.raises(ValueError, match="time_limit must be positive"):
+        TrainConfig(time_limit=0.0).resolved()
+
+
+def test_two_process_ddp_stops_both_ranks_at_the_same_step_on_time_limit(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "pyro_glow",
+            "train",
+            "moons",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "1000000",
+            "--time-limit",
+            "2",
+            "--log-every",
+            "5",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            *TINY_MOONS,
+        ],  # fmt: skip
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # The ranks agree on when to stop, at a logging step (a rank that stopped alone would
+    # leave the other waiting in its all-reduce, and the run would time out).
+    assert metrics["stopped_by_time_limit"] and metrics["steps"] % 5 == 0
