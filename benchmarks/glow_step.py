@@ -163,10 +163,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument(
+        "--devices",
+        nargs="+",
+        choices=("cpu", "cuda"),
+        default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"],
+        help="cpu: L=3 K=8 hidden 128 batch 32; cuda: the course's L=3 K=16 hidden 512 batch 64",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    configs = {"cpu L=3 K=8 hidden 128 batch 32": ("cpu", 3, 8, 128, 32)}
-    if torch.cuda.is_available():
+    if "cuda" in args.devices and not torch.cuda.is_available():
+        parser.error("--devices cuda: no CUDA device is available")
+    configs = {}
+    if "cpu" in args.devices:
+        configs["cpu L=3 K=8 hidden 128 batch 32"] = ("cpu", 3, 8, 128, 32)
+    if "cuda" in args.devices:
         configs["cuda L=3 K=16 hidden 512 batch 64"] = ("cuda", 3, 16, 512, 64)
     results, targets = {}, []
     for label, config in configs.items():

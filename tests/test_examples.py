@@ -48,3 +48,18 @@ def test_python_m_pyro_glow_prints_help():
         [sys.executable, "-m", "pyro_glow", "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("pyro-glow ")
+
+
+def test_image_subset_copies_the_first_files_of_each_class(tmp_path):
+    subset = load_script("benchmarks", "image_subset")
+    for split, count in (("train", 5), ("test", 3)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "src" / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                (folder / f"{index}.jpg").write_bytes(bytes([index]))
+    dest = tmp_path / "dest"
+    assert subset.main([str(tmp_path / "src"), str(dest), "--train-per-class", "2"]) == 0
+    assert sorted(p.name for p in (dest / "train" / "cat").iterdir()) == ["0.jpg", "1.jpg"]
+    assert len(list((dest / "test" / "dog").iterdir())) == 3
+    assert (dest / "train" / "dog" / "1.jpg").read_bytes() == bytes([1])
