@@ -2,7 +2,7 @@
 teacher flow, minimising KL(student || teacher) with the teacher as the Pyro model.
 
     python examples/distillation.py [--teacher-steps 3000] [--warm-start 2000]
-        [--student-steps 2000] [--student glow|glow-mixture|iaf] [--json FILE]
+        [--student-steps 2000] [--student glow-mixture|glow|iaf] [--json FILE]
 
 The idea is Parallel WaveNet's (van den Oord et al., arXiv:1711.10433; the course's
 "probability distillation"): a teacher whose density is cheap to evaluate trains a student
@@ -11,10 +11,11 @@ needs only samples of the student, their log q, and the teacher's density at the
 
 1. Teacher: ``glow((2,), steps=--teacher-flow-steps, hidden=--teacher-hidden)`` (16 x 128)
    with a fixed standardising layer, fitted by maximum likelihood to ``make_moons_data``.
-2. Student (8 x 64 by default): :class:`pyro_glow.guides.AutoGlow` (``--student glow``),
-   Pyro's ``AutoIAFNormal`` (``--student iaf``, an inverse autoregressive flow, Parallel
-   WaveNet's student), or a hand-written guide sampling a vector Glow on a learnable
-   two-Gaussian mixture prior (the course's two-moons prior; ``--student glow-mixture``).
+2. Student (8 x 64): a hand-written guide sampling a vector Glow on a learnable
+   two-Gaussian mixture prior (the course's two-moons prior; ``--student glow-mixture``,
+   the default: the lowest and steadiest KL in docs/guides.md),
+   :class:`pyro_glow.guides.AutoGlow` (``--student glow``), or Pyro's ``AutoIAFNormal``
+   (``--student iaf``, an inverse autoregressive flow, Parallel WaveNet's student).
    a. Warm start (``--warm-start`` steps): maximum likelihood of the student on fresh teacher
       samples, i.e. the forward KL(teacher || student), which is mass-covering.
    b. Distillation (``--student-steps``): the model is ``pyro.sample("x", teacher())``
@@ -229,7 +230,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--teacher-hidden", type=int, default=128)
     parser.add_argument("--teacher-lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--student", choices=STUDENTS, default="glow")
+    parser.add_argument("--student", choices=STUDENTS, default="glow-mixture")
     parser.add_argument("--student-steps", type=int, default=2000, help="SVI steps")
     parser.add_argument("--student-flow-steps", type=int, default=8)
     parser.add_argument("--student-hidden", type=int, default=64)
