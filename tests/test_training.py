@@ -230,6 +230,14 @@ def test_flow_optimizer_warmup_clipping_and_state():
         FlowOptimizer("sgd")
 
 
+def train_moons_in_two_processes(out, *args):
+    """``pyro-glow train moons`` under ``torchrun`` with two CPU processes (gloo)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", "-m", "pyro_glow", "train", "moons", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*command, *args], env=env, capture_output=True, timeout=300)
+
+
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     common = [
         "--steps",
@@ -258,25 +266,8 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
         check=True,
         capture_output=True,
     )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "pyro_glow",
-            "train",
-            "moons",
-            "--out",
-            str(tmp_path / "two"),
-            *common,
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    launched = train_moons_in_two_processes(tmp_path / "two", *common)
+    assert launched.returncode == 0, launched.stderr.decode()[-2000:]
 
     def first_record(run):
         return json.loads((tmp_path / run / "metrics.jsonl").read_text().splitlines()[0])
@@ -352,36 +343,10 @@ def test_time_limit_stops_checkpoints_and_resumes(tmp_path):
 
 
 def test_two_process_ddp_stops_both_ranks_at_the_same_step_on_time_limit(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "pyro_glow",
-            "train",
-            "moons",
-            "--out",
-            str(tmp_path),
-            "--steps",
-            "1000000",
-            "--time-limit",
-            "2",
-            "--log-every",
-            "5",
-            "--batch-size",
-            "64",
-            "--device",
-            "cpu",
-            *TINY_MOONS,
-        ],  # fmt: skip
-        env=env,
-        capture_output=True,
-        timeout=300,
-    )
+    run = train_moons_in_two_processes(
+        tmp_path, "--steps", "1000000", "--time-limit", "2", "--log-every", "5",
+        "--batch-size", "64", "--device", "cpu", *TINY_MOONS,
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     # The ranks agree on when to stop, at a logging step (a rank that stopped alone would
