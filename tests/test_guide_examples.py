@@ -51,13 +51,14 @@ def test_distillation_warm_start_covers_the_teacher(tmp_path):
         "--train-size", "500", "--test-size", "200", "--teacher-steps", "100",
         "--teacher-flow-steps", "2", "--teacher-hidden", "16", "--batch-size", "256",
         "--student-steps", "0", "--student-flow-steps", "2", "--student-hidden", "16",
-        "--eval", "4000",
+        "--eval", "4000", "--student", "glow",
     ]  # fmt: skip
     kl = {}
     for warm in (0, 300):
         path = tmp_path / f"warm{warm}.json"
         assert example.main(tiny + ["--warm-start", str(warm), "--json", str(path)]) == 0
         kl[warm] = json.loads(path.read_text())["results"]["kl_teacher_student"]
+    # Measured (seed 0): 0.66 nats untrained, 0.011 after the warm start.
     assert kl[300] < 0.5 * kl[0]
 
 
