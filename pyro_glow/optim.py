@@ -14,7 +14,7 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 
 
 class FlowOptimizer(PyroOptim):
-    """A ``pyro.optim.PyroOptim`` with one torch optimizer over every parameter, linear
+    """A ``pyro.optim.PyroOptim`` with one fused torch optimizer over every parameter, linear
     learning-rate warm-up, global gradient-norm clipping and a non-finite-gradient guard.
 
     Pyro's stock wrappers create one torch optimizer *per parameter tensor* and clip each
@@ -29,7 +29,13 @@ class FlowOptimizer(PyroOptim):
     3. a skipped step, counted in ``skipped_steps``, when that norm is not finite;
     4. the torch optimizer's step, then the scheduler's: linear warm-up and, with
        ``decay_steps``, a cosine decay to 0 at step ``decay_steps``:
-       ``lr_t = lr * min(1, (t + 1) / warmup_steps) * (1 + cos(pi * min(t, T) / T)) / 2``.
+       ``lr_t = lr * min(1, (t + 1) / warmup_steps) * (1 + cos(pi * min(t, T) / T)) / 2``;
+    5. the gradients set to ``None`` (Pyro's ``SVI`` would otherwise replace each one by a
+       new zero tensor after the step, one allocation per parameter tensor).
+
+    Adam runs fused (one C++ loop over all tensors: 2.3-2.9x faster than the multi-tensor
+    ``foreach`` implementation on this project's CPU, docs/benchmarks.md) on CPU and CUDA
+    parameters; Adamax, which torch does not fuse, runs multi-tensor.
 
     Example:
         >>> optim = FlowOptimizer("adamax", lr=1e-3, warmup_steps=100, clip_norm=50.0)
@@ -64,9 +70,7 @@ class FlowOptimizer(PyroOptim):
             raise ValueError(f"clip_norm must be positive or None; got {clip_norm!r}")
         if decay_steps is not None and (not isinstance(decay_steps, int) or decay_steps < 1):
             raise ValueError(f"decay_steps must be a positive int or None; got {decay_steps!r}")
-        # The multi-tensor implementation: one kernel launch per op for all parameters
-        # (torch picks it on GPUs by default, not on the CPU).
-        super().__init__(OPTIMIZERS[name], {"lr": lr, "foreach": True, **optim_args})
+        super().__init__(OPTIMIZERS[name], {"lr": lr, **optim_args})
         self.name = name
         self.lr = lr
         self.warmup_steps = warmup_steps
@@ -79,6 +83,8 @@ class FlowOptimizer(PyroOptim):
         self.last_grad_norm: float | None = None
         self.last_step_skipped = False
         self._pending_state: dict[str, Any] | None = None
+        self._step_params: set[torch.Tensor] = set()
+        self._step_tensors: list[torch.Tensor] = []
 
     def _schedule(self, step: int) -> float:
         factor = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
@@ -88,15 +94,29 @@ class FlowOptimizer(PyroOptim):
             )
         return factor
 
+    def _implementation(self, tensors: list[torch.Tensor]) -> dict[str, bool]:
+        if "fused" in self.pt_optim_args or "foreach" in self.pt_optim_args:
+            return {}
+        if self.name == "adam" and all(p.device.type in ("cpu", "cuda") for p in tensors):
+            return {"fused": True}
+        return {"foreach": True}
+
     def _build(self, named: list[tuple[str, torch.Tensor]]) -> None:
         self.param_names = [name for name, _ in named]
-        self.optimizer = self.pt_optim_constructor([p for _, p in named], **self.pt_optim_args)
+        tensors = [p for _, p in named]
+        self.optimizer = self.pt_optim_constructor(
+            tensors, **self.pt_optim_args, **self._implementation(tensors)
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._schedule)
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
             self._load(state)
 
-    def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
+    def _ordered(self, params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+        """The step's tensors in param-store name order, new ones added to the optimizer."""
+        params = params if isinstance(params, set) else set(params)
+        if params == self._step_params:
+            return self._step_tensors  # the usual case: the same tensors as the last step
         store = pyro.get_param_store()
         named = sorted(((store.param_name(p), p) for p in params), key=lambda item: item[0])
         if self.optimizer is None:
@@ -107,16 +127,23 @@ class FlowOptimizer(PyroOptim):
             if new:
                 self.optimizer.add_param_group({"params": [p for _, p in new]})
                 self.param_names += [name for name, _ in new]
-        tensors = [p for _, p in named]
+        self._step_params = params
+        self._step_tensors = [p for _, p in named]
+        return self._step_tensors
+
+    def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
+        tensors = self._ordered(params)
         max_norm = self.clip_norm if self.clip_norm is not None else math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(tensors, max_norm))
         self.last_grad_norm = norm
         self.last_step_skipped = not math.isfinite(norm)
         if self.last_step_skipped:
             self.skipped_steps += 1
-            return
-        self.optimizer.step()
-        self.scheduler.step()
+        else:
+            self.optimizer.step()
+            self.scheduler.step()
+        for tensor in tensors:
+            tensor.grad = None
 
     def current_lr(self) -> float:
         """The learning rate of the next step."""
