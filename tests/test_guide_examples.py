@@ -88,8 +88,13 @@ def test_vae_flow_guide_has_a_normalised_density():
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 1, 2)
     with torch.no_grad():
         density = guide.distribution(x).log_prob(grid).exp()
+        draws = guide.distribution(x).sample((20000,))
     mass = density.sum().item() * (axis[1] - axis[0]).item() ** 2
-    assert mass == pytest.approx(1.0, abs=0.02)
+    # The box's mass by quadrature against the share of draws in it (some mass of a randomly
+    # perturbed flow lies outside): a normalised density whose samples follow it.
+    inside = (draws.abs() <= 12).all(-1).float().mean().item()
+    assert inside > 0.5
+    assert mass == pytest.approx(inside, abs=0.01)
 
 
 def test_kl_benchmark_normalisers_and_a_tiny_table(tmp_path, capsys):

@@ -94,11 +94,43 @@ def test_actnorm_reloaded_model_does_not_reinitialise():
     assert torch.equal(reloaded.bias, layer.bias)
 
 
+def test_state_dicts_of_the_earlier_unpacked_layout_load_to_the_same_maps():
+    """ActNorm once kept ``log_scale`` and ``bias``, the LU layer ``lower``, ``upper``,
+    ``log_diag`` (and a ``lower_mask`` buffer) as separate tensors; checkpoints written then
+    must load into the packed parameters and give the same outputs."""
+    torch.manual_seed(0)
+    actnorm, conv = ActNorm(3), InvertibleConv1x1(3)
+    x = 5.0 + 3.0 * torch.randn(8, 3, 4, 4)
+    actnorm.inv(x)
+    with torch.no_grad():
+        conv.lu.add_(0.3 * torch.randn(3, 3))
+    old_actnorm = {
+        "log_scale": actnorm.log_scale.clone(),
+        "bias": actnorm.bias.clone(),
+        "initialized": actnorm.initialized.clone(),
+    }
+    old_conv = {
+        "permutation": conv.permutation.clone(),
+        "diag_sign": conv.diag_sign.clone(),
+        "lower_mask": torch.ones(3, 3).tril(-1),
+        "identity": conv.identity.clone(),
+        # the old layout left arbitrary values in the masked triangles: they must not leak
+        "lower": conv.lu.detach().tril(-1) + 9.0 * torch.ones(3, 3).triu(),
+        "upper": conv.lu.detach().triu(1) + 9.0 * torch.ones(3, 3).tril(),
+        "log_diag": conv.log_diag.detach().clone(),
+    }
+    reloaded_actnorm, reloaded_conv = ActNorm(3), InvertibleConv1x1(3)
+    reloaded_actnorm.load_state_dict(old_actnorm)
+    reloaded_conv.load_state_dict(old_conv)
+    assert torch.equal(reloaded_actnorm.inv(x), actnorm.inv(x))
+    assert torch.equal(reloaded_conv.inv(x), conv.inv(x))
+    assert set(reloaded_conv.state_dict()) == {"permutation", "diag_sign", "identity", "lu"}
+
+
 def test_lu_determinant_never_vanishes():
     layer = InvertibleConv1x1(6, event_dim=1).double()
     with torch.no_grad():
-        layer.lower.normal_(0, 2.0)
-        layer.upper.normal_(0, 2.0)
+        layer.lu.normal_(0, 2.0)
         layer.log_diag.copy_(torch.tensor([-3.0, 3.0, -2.0, 0.0, 1.0, -1.5]))
     weight = layer.weight()
     sign, logabsdet = torch.linalg.slogdet(weight)

@@ -120,7 +120,7 @@ def test_flow_distribution_log_prob_fused_for_data_cached_for_its_own_draws(shap
     from pyro_glow.transforms import AffineCoupling
 
     flow = pyro_glow.glow(shape, levels=2, steps=2, hidden=8).double()
-    perturb_(flow, 0.3)
+    perturb_(flow, 0.1)  # at 0.3 some draws reach 1e7: no round trip is exact
     x = torch.randn(5, *shape, dtype=torch.float64)
     distribution = flow()
     assert isinstance(distribution, FlowDistribution)
@@ -149,14 +149,15 @@ def test_flow_layers_keep_the_composition_and_its_state_dict_keys():
 
     from pyro_glow.flow import FlowLayers
 
-    flow = pyro_glow.glow((3, 8, 8), levels=2, steps=1, hidden=8)
+    # float64: the two sum the log-dets of 192 dimensions in different orders
+    flow = pyro_glow.glow((3, 8, 8), levels=2, steps=1, hidden=8).double()
     plain = ComposeTransformModule(list(flow.transform.parts))
     assert isinstance(flow.transform, FlowLayers)
     for name in ("domain", "codomain"):
         kept, walked = getattr(flow.transform, name), getattr(plain, name)
         assert type(kept) is type(walked) and kept.event_dim == walked.event_dim == 3
     assert list(flow.transform.state_dict()) == list(plain.state_dict())
-    x = torch.rand(2, 3, 8, 8)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     torch.testing.assert_close(
         flow().log_prob(x), dist.TransformedDistribution(flow.prior(), plain).log_prob(x)
     )

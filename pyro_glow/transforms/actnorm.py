@@ -31,6 +31,12 @@ class ActNorm(FlowTransform):
     Whether the layer is initialised is a buffer, so a model restored from a ``state_dict``
     never re-initialises.
 
+    The parameters are one tensor, ``affine = stack([s, b])`` of shape ``[2, C, 1, 1]`` (images)
+    or ``[2, D]`` (vectors), read through the views ``log_scale`` and ``bias``: one
+    ``pyro.param`` site per layer instead of two, which is what a training step pays for
+    under SVI (docs/benchmarks.md). ``state_dict`` entries of the earlier two-tensor layout
+    (``log_scale``, ``bias``) still load.
+
     Shapes: ``event_dim=3``: ``[..., C, H, W]``; ``event_dim=1``: ``[..., D]``; any batch shape.
 
     Example:
@@ -55,8 +61,7 @@ class ActNorm(FlowTransform):
             raise ValueError(f"ActNorm: features must be a positive int; got {features!r}")
         self.features = features
         param_shape = (features, 1, 1) if event_dim == 3 else (features,)
-        self.log_scale = nn.Parameter(torch.zeros(param_shape))
-        self.bias = nn.Parameter(torch.zeros(param_shape))
+        self.affine = nn.Parameter(torch.zeros(2, *param_shape))
         self.register_buffer("initialized", torch.tensor(False))
         self._known_initialized = False
 
@@ -73,8 +78,23 @@ class ActNorm(FlowTransform):
             self._known_initialized = bool(self.initialized)
         return self._known_initialized
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    @property
+    def log_scale(self) -> torch.Tensor:
+        """:math:`s`, per channel (a view of ``affine``)."""
+        return self.affine[0]
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """:math:`b`, per channel (a view of ``affine``)."""
+        return self.affine[1]
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        old_keys = (prefix + "log_scale", prefix + "bias")
+        if prefix + "affine" not in state_dict and all(key in state_dict for key in old_keys):
+            state_dict[prefix + "affine"] = torch.stack([state_dict.pop(k) for k in old_keys])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._known_initialized = False
 
     def _channel_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +104,8 @@ class ActNorm(FlowTransform):
         std = var.sqrt()
         tiny = torch.finfo(x.dtype).eps * (1.0 + mean.abs())
         std = torch.where(std > tiny, std, torch.ones_like(std))
-        return mean.reshape(self.bias.shape), std.reshape(self.bias.shape)
+        shape = self.affine.shape[1:]
+        return mean.reshape(shape), std.reshape(shape)
 
     def _maybe_initialize(self, x: torch.Tensor, generative: bool) -> None:
         if self._is_initialized():
@@ -107,25 +128,25 @@ class ActNorm(FlowTransform):
                     "stays uninitialised"
                 )
             if generative:
-                self.log_scale.copy_(-std.log())
-                self.bias.copy_(-mean / std)
+                self.affine.copy_(torch.stack([-std.log(), -mean / std]))
             else:
-                self.log_scale.copy_(std.log())
-                self.bias.copy_(mean)
+                self.affine.copy_(torch.stack([std.log(), mean]))
             self.initialized.fill_(True)
         self._known_initialized = True
 
-    def _log_det(self, x: torch.Tensor) -> torch.Tensor:
+    def _log_det(self, x: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
         pixels = x.shape[-1] * x.shape[-2] if self._event_dim == 3 else 1
-        log_det = self.log_scale.sum() * pixels
+        log_det = log_scale.sum() * pixels
         return log_det.expand(batch_shape_of(x, self._event_dim))
 
     def _forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._maybe_initialize(x, generative=True)
-        y = torch.addcmul(self.bias, x, self.log_scale.exp())
-        return y, self._log_det(x)
+        log_scale, bias = self.affine.unbind(0)  # one backward op for both views
+        y = torch.addcmul(bias, x, log_scale.exp())
+        return y, self._log_det(x, log_scale)
 
     def _inverse_and_log_det(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._maybe_initialize(y, generative=False)
-        x = (y - self.bias) * torch.exp(-self.log_scale)
-        return x, self._log_det(y)
+        log_scale, bias = self.affine.unbind(0)
+        x = (y - bias) * torch.exp(-log_scale)
+        return x, self._log_det(y, log_scale)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -27,6 +29,11 @@ class InvertibleConv1x1(FlowTransform):
     (without autograd, once per parameter update: the matrices are kept between calls).
     Both directions are one batched matrix product over the pixels. For ``event_dim=1`` the
     layer is the invertible linear map ``z = W x`` on vectors.
+
+    The three learned factors are stored as one ``C x C`` parameter ``lu`` in LAPACK's packed
+    layout: :math:`L` strictly below the diagonal, :math:`\ell` on it, :math:`U` above it (one
+    ``pyro.param`` site per layer instead of three; ``state_dict`` entries of the earlier
+    ``lower``/``upper``/``log_diag`` layout still load). ``log_diag`` is a view of the diagonal.
 
     Initialisation: a random rotation (QR of a Gaussian matrix), factorised by ``lu_factor``.
 
@@ -61,11 +68,8 @@ class InvertibleConv1x1(FlowTransform):
         diagonal = upper.diagonal()
         self.register_buffer("permutation", permutation)
         self.register_buffer("diag_sign", torch.sign(diagonal))
-        self.register_buffer("lower_mask", torch.ones(features, features).tril(-1))
         self.register_buffer("identity", torch.eye(features))
-        self.lower = nn.Parameter(lower.tril(-1))
-        self.upper = nn.Parameter(upper.triu(1))
-        self.log_diag = nn.Parameter(diagonal.abs().log())
+        self.lu = nn.Parameter(lower.tril(-1) + upper.triu(1) + torch.diag(diagonal.abs().log()))
         self._kept_matrices: dict[bool, tuple[tuple, torch.Tensor]] = {}
 
     def extra_repr(self) -> str:
@@ -75,9 +79,24 @@ class InvertibleConv1x1(FlowTransform):
         super()._check_input(x, name)
         self._check_channels(x, name, self.features)
 
+    @property
+    def log_diag(self) -> torch.Tensor:
+        r""":math:`\ell = \log|\operatorname{diag}|` (a view of the diagonal of ``lu``)."""
+        return self.lu.diagonal()
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        old_keys = [prefix + name for name in ("lower", "upper", "log_diag")]
+        if prefix + "lu" not in state_dict and all(key in state_dict for key in old_keys):
+            lower, upper, log_diag = (state_dict.pop(key) for key in old_keys)
+            state_dict[prefix + "lu"] = lower.tril(-1) + upper.triu(1) + torch.diag(log_diag)
+            state_dict.pop(prefix + "lower_mask", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        lower = self.lower * self.lower_mask + self.identity
-        upper = self.upper * self.lower_mask.T + torch.diag(self.diag_sign * self.log_diag.exp())
+        lower = self.lu.tril(-1) + self.identity
+        upper = self.lu.triu(1) + torch.diag(self.diag_sign * self.lu.diagonal().exp())
         return lower, upper
 
     def weight(self) -> torch.Tensor:
@@ -101,7 +120,7 @@ class InvertibleConv1x1(FlowTransform):
         cost one matrix product each."""
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self.inverse_weight() if inverse else self.weight()
-        tensors = (self.lower, self.upper, self.log_diag, self.permutation, self.diag_sign)
+        tensors = (self.lu, self.permutation, self.diag_sign)
         key = (_OptimizerStepCounter.count, *((id(t), t._version) for t in tensors))
         kept = self._kept_matrices.get(inverse)
         if kept is None or kept[0] != key:
@@ -124,7 +143,7 @@ class InvertibleConv1x1(FlowTransform):
 
     def _log_det(self, x: torch.Tensor) -> torch.Tensor:
         pixels = x.shape[-1] * x.shape[-2] if self._event_dim == 3 else 1
-        return (-pixels * self.log_diag.sum()).expand(batch_shape_of(x, self._event_dim))
+        return (-pixels * self.lu.diagonal().sum()).expand(batch_shape_of(x, self._event_dim))
 
     def _forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._mix(x, self._matrix(inverse=True)), self._log_det(x)
