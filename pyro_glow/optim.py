@@ -133,6 +133,8 @@ class FlowOptimizer(PyroOptim):
 
     def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
         tensors = self._ordered(params)
+        if not tensors:
+            return  # a step without parameters (as Pyro's own optimizers: nothing to do)
         max_norm = self.clip_norm if self.clip_norm is not None else math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(tensors, max_norm))
         self.last_grad_norm = norm
