@@ -42,14 +42,16 @@ def _conv1x1_candidates(
     pyro_gcp = dist.transforms.GeneralizedChannelPermute(channels)
     peer = nf.flows.Invertible1x1Conv(channels, use_lu=True)
     shape = f"{channels}x{x.shape[-2]}x{x.shape[-1]}"
-    # Both store L and U as full C x C tensors (masked), Pyro packs them into one: compare the
-    # free parameters, C^2 on every side.
-    counts[f"1x1 conv {shape} vs Pyro (free parameters)"] = {
-        "ours": channels * channels,
-        "peer": sum(p.numel() for p in pyro_gcp.parameters()),
-        "within_2_percent": channels * channels == sum(p.numel() for p in pyro_gcp.parameters()),
+    # pyro-glow and Pyro pack L, log|s| and U into one C x C tensor; normflows stores L and U
+    # as full C x C tensors (masked): compare its free parameters, C^2 as on every side.
+    counts[f"1x1 conv {shape} vs Pyro"] = check_parameter_counts(ours, pyro_gcp, "1x1 conv")
+    peer_stored = sum(p.numel() for p in peer.parameters())
+    counts[f"1x1 conv {shape} vs normflows (free parameters)"] = {
+        "ours": sum(p.numel() for p in ours.parameters()),
+        "peer": channels * channels,
+        "peer_stored": peer_stored,
+        "within_2_percent": sum(p.numel() for p in ours.parameters()) == channels * channels,
     }
-    counts[f"1x1 conv {shape} vs normflows"] = check_parameter_counts(ours, peer, "1x1 conv")
     with torch.no_grad():
         weight = ours.weight()[:, :, None, None].clone()
         inverse = ours.inverse_weight()[:, :, None, None].clone()
