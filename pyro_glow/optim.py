@@ -174,9 +174,18 @@ class FlowOptimizer(PyroOptim):
     def _load(self, state: dict[str, Any]) -> None:
         if state["param_names"] != self.param_names:
             missing = sorted(set(state["param_names"]) ^ set(self.param_names))
+            unpacked = any(name.endswith((".lower", ".log_diag")) for name in missing)
+            hint = (
+                " (the checkpoint predates ActNorm's and InvertibleConv1x1's packed "
+                "parameters: load_checkpoint still reads its model for sampling and "
+                "evaluation, but its optimizer state cannot be resumed)"
+                if unpacked
+                else ""
+            )
             raise ValueError(
                 "optimizer state does not match the model's parameters; differing names: "
                 + ", ".join(missing[:10])
+                + hint
             )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -232,6 +232,9 @@ def test_flow_optimizer_warmup_clipping_and_state():
     assert twin.optimizer.state_dict()["state"][0]["step"].item() == 6
     with pytest.raises(ValueError, match="unknown optimizer"):
         FlowOptimizer("sgd")
+    stale = {**state, "param_names": ["flow$$$transform.0.1.lower"]}
+    with pytest.raises(ValueError, match=r"differing names: .*lower.*predates .*packed"):
+        twin.set_state(stale)
     idle = FlowOptimizer("adam")
     idle(set())  # SVI on a model without parameters: no step, no error
     assert idle.optimizer is None
