@@ -123,7 +123,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_state_strict(module: torch.nn.Module, state_dict: dict[str, Any], source: str) -> None:
-    """``module.load_state_dict`` whose error lists the mismatched keys and shapes."""
+    """``module.load_state_dict`` whose error lists the mismatched keys and shapes.
+
+    Entries of an earlier layout of a layer are converted first (each submodule with an
+    ``upgrade_state_dict(state_dict, prefix)`` method, as ``load_state_dict`` would), so that
+    they are not reported as mismatches; ``state_dict`` itself is left unchanged.
+    """
+    state_dict = dict(state_dict)
+    for name, child in module.named_modules():
+        upgrade = getattr(child, "upgrade_state_dict", None)
+        if callable(upgrade):
+            upgrade(state_dict, f"{name}." if name else "")
     own = module.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))

@@ -71,6 +71,45 @@ def test_loaded_flow_is_in_data_units(tmp_path):
     assert torch.allclose(samples.std(0), test.std(0), rtol=0.2)
 
 
+def _in_the_unpacked_layout(model_state: dict) -> dict:
+    """A model ``state_dict`` as checkpoints stored it before ActNorm and the LU map kept one
+    tensor each (``log_scale``/``bias``; ``lower``/``upper``/``log_diag`` and a mask)."""
+    old = {}
+    for key, value in model_state.items():
+        prefix, _, name = key.rpartition(".")
+        if name == "affine":
+            old[f"{prefix}.log_scale"], old[f"{prefix}.bias"] = value.clone().unbind(0)
+        elif name == "lu":
+            old[f"{prefix}.lower"], old[f"{prefix}.upper"] = value.tril(-1), value.triu(1)
+            old[f"{prefix}.log_diag"] = value.diagonal().clone()
+            old[f"{prefix}.lower_mask"] = torch.ones_like(value).tril(-1)
+        else:
+            old[key] = value
+    return old
+
+
+def test_a_checkpoint_of_the_unpacked_layout_loads_but_does_not_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "moons", "--steps", "20", "--out", str(out), *TINY_MOONS]) == 0
+    path = out / "checkpoint.pt"
+    test = torch.randn(64, 2)
+    with torch.no_grad():
+        expected = load_checkpoint(path).log_prob(test)
+    state = read_checkpoint(path)
+    state["model"] = _in_the_unpacked_layout(state["model"])
+    names = state["optimizer"]["param_names"]
+    state["optimizer"]["param_names"] = [n.replace(".lu", ".lower") for n in names]
+    assert "transform.1.lower_mask" in state["model"]
+    torch.save(state, path)
+    with torch.no_grad():
+        assert torch.equal(load_checkpoint(path).log_prob(test), expected)
+    capsys.readouterr()
+    assert main(["eval", str(path)]) == 0
+    with pytest.raises(SystemExit):
+        main(["train", "moons", "--steps", "40", "--out", str(out), "--resume", *TINY_MOONS])
+    assert "predates ActNorm's and InvertibleConv1x1's packed" in capsys.readouterr().err
+
+
 def _image_folder(root: Path, size: int = 8) -> Path:
     """A tiny ImageFolder with train/ and test/ splits: smooth random colour gradients."""
     generator = np.random.default_rng(0)

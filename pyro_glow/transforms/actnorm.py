@@ -88,12 +88,17 @@ class ActNorm(FlowTransform):
         """:math:`b`, per channel (a view of ``affine``)."""
         return self.affine[1]
 
-    def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict[str, Any], prefix: str = "") -> None:
+        """Convert, in place, the entries of the earlier two-tensor layout under ``prefix``."""
         old_keys = (prefix + "log_scale", prefix + "bias")
         if prefix + "affine" not in state_dict and all(key in state_dict for key in old_keys):
             state_dict[prefix + "affine"] = torch.stack([state_dict.pop(k) for k in old_keys])
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        self.upgrade_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._known_initialized = False
 

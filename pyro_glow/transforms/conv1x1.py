@@ -84,14 +84,20 @@ class InvertibleConv1x1(FlowTransform):
         r""":math:`\ell = \log|\operatorname{diag}|` (a view of the diagonal of ``lu``)."""
         return self.lu.diagonal()
 
-    def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict[str, Any], prefix: str = "") -> None:
+        """Convert, in place, the entries of the earlier ``lower``/``upper``/``log_diag``
+        layout under ``prefix`` (only the triangles the layer used are kept)."""
         old_keys = [prefix + name for name in ("lower", "upper", "log_diag")]
         if prefix + "lu" not in state_dict and all(key in state_dict for key in old_keys):
             lower, upper, log_diag = (state_dict.pop(key) for key in old_keys)
             state_dict[prefix + "lu"] = lower.tril(-1) + upper.triu(1) + torch.diag(log_diag)
             state_dict.pop(prefix + "lower_mask", None)
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        self.upgrade_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
