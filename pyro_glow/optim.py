@@ -14,8 +14,8 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 
 
 class FlowOptimizer(PyroOptim):
-    """A ``pyro.optim.PyroOptim`` with one fused torch optimizer over every parameter, linear
-    learning-rate warm-up, global gradient-norm clipping and a non-finite-gradient guard.
+    """A ``pyro.optim.PyroOptim`` with one torch optimizer (fused Adam) over every parameter,
+    linear learning-rate warm-up, global gradient-norm clipping and a non-finite-gradient guard.
 
     Pyro's stock wrappers create one torch optimizer *per parameter tensor* and clip each
     tensor on its own; a Glow has hundreds of tensors, so that is hundreds of Python-level
