@@ -41,7 +41,7 @@ def train_normflows(data: TrainingData, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = normflows_glow(LEVELS, STEPS_PER_LEVEL, HIDDEN)
     params = list(model.parameters())
-    optimizer = torch.optim.Adam(params, lr=LR, foreach=True)
+    optimizer = torch.optim.Adam(params, lr=LR, fused=True)  # as pyro-glow's FlowOptimizer
 
     def factor(t: int) -> float:
         return min(1.0, (t + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
