@@ -8,11 +8,17 @@ same batches and dequantization noise. pyro-glow trains through its trainer (Pyr
 normflows through a plain PyTorch loop. Test bits/dim on the same dequantized test images.
 The shared copy of CIFAR-10 is JPEG-compressed: its bits/dim are lower than published
 CIFAR-10 figures and only comparable side by side. Needs ``pip install normflows``.
+
+The two runs follow one another, so their images/s carry the machine's drift; the speed
+ratio is therefore also measured with ``--alternate N`` steps of each (default 20) timed
+A B A B in one process after the runs: the trainer's own step (batch drawing and
+dequantization included) against the same normflows step.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import tempfile
@@ -20,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
-from harness import normflows_glow
+from harness import alternate, normflows_glow
 
 from pyro_glow.metrics import bits_per_dim
 from pyro_glow.training import TrainConfig, Trainer, TrainingData, load_data
@@ -37,8 +43,11 @@ def bits_on_test(log_prob: Callable[[torch.Tensor], torch.Tensor], data: Trainin
     return bits_per_dim(torch.cat(values).double(), 3 * 32 * 32, data.n_bits).mean().item()
 
 
-def train_normflows(data: TrainingData, steps: int) -> dict[str, float]:
-    torch.manual_seed(0)
+def normflows_step(
+    data: TrainingData, steps: int, seed: int = 0
+) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """normflows' Glow and one training step of it on the same batches as the trainer's."""
+    torch.manual_seed(seed)
     model = normflows_glow(LEVELS, STEPS_PER_LEVEL, HIDDEN)
     params = list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=LR, fused=True)  # as pyro-glow's FlowOptimizer
@@ -47,9 +56,9 @@ def train_normflows(data: TrainingData, steps: int) -> dict[str, float]:
         return min(1.0, (t + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    generator = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for _ in range(steps):
+    generator = torch.Generator().manual_seed(seed)
+
+    def step() -> None:
         index = torch.randint(len(data.train), (BATCH,), generator=generator)
         batch = data.to_units(data.train[index], generator) - 0.5
         loss = -model.log_prob(batch, None).mean()
@@ -58,13 +67,33 @@ def train_normflows(data: TrainingData, steps: int) -> dict[str, float]:
         torch.nn.utils.clip_grad_norm_(params, 50.0)
         optimizer.step()
         schedule.step()
+
+    return model, step
+
+
+def train_normflows(data: TrainingData, steps: int) -> dict[str, float]:
+    model, step = normflows_step(data, steps)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
     seconds = time.perf_counter() - start
     model.eval()
     return {
         "test_bits_per_dim": bits_on_test(lambda y: model.log_prob(y - 0.5, None), data),
         "images_per_s": steps * BATCH / seconds,
-        "parameters": sum(p.numel() for p in params),
+        "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+def alternated_step_times(config: TrainConfig, data: TrainingData, repeats: int) -> dict:
+    """Median seconds of the trainer's step and of normflows' step, timed alternately."""
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(dataclasses.replace(config, out=out))
+        try:
+            _, peer_step = normflows_step(data, config.steps)
+            return alternate({"pyro-glow (SVI)": trainer._step, "normflows": peer_step}, repeats)
+        finally:
+            trainer.close()
 
 
 def train_pyro_glow(config: TrainConfig) -> dict[str, float]:
@@ -83,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", default="folder:../shared/data/cifar10-jpeg")
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--test-size", type=int, default=2000)
+    parser.add_argument("--alternate", type=int, default=20, help="alternated timing steps")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as out:
@@ -94,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = load_data(config.resolved())
         results = {"pyro-glow (SVI)": train_pyro_glow(config)}
     results["normflows Glow"] = train_normflows(data, args.steps)
+    step_times = alternated_step_times(config, data, args.alternate)
     threads = torch.get_num_threads()
     print(f"CIFAR-10 (JPEG copy), {args.steps} steps of batch {BATCH}, {threads} threads")
     print(f"{'model':18s} {'params':>9s} {'test bits/dim':>14s} {'images/s':>9s}")
@@ -104,10 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     ours, peer = results["pyro-glow (SVI)"], results["normflows Glow"]
     ratio = ours["images_per_s"] / peer["images_per_s"]
-    print(f"speed ratio (pyro-glow / normflows images/s): {ratio:.2f}")
+    print(f"speed ratio over the runs (pyro-glow / normflows images/s): {ratio:.2f}")
+    ours_s, peer_s = step_times["pyro-glow (SVI)"], step_times["normflows"]
+    print(
+        f"alternated steps ({args.alternate} each): pyro-glow trainer {1e3 * ours_s:.1f} ms, "
+        f"normflows {1e3 * peer_s:.1f} ms, time ratio {ours_s / peer_s:.3f}"
+    )
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"steps": args.steps, "results": results}, handle, indent=2)
+            payload = {"steps": args.steps, "results": results, "alternated_step_s": step_times}
+            json.dump(payload, handle, indent=2)
     return 0
 
 
