@@ -277,6 +277,15 @@ def test_flow_optimizer_warmup_clipping_and_state():
     idle = FlowOptimizer("adam")
     idle(set())  # SVI on a model without parameters: no step, no error
     assert idle.optimizer is None
+    # Adamax has no fused kernel: multi-tensor; an implementation the caller names is kept.
+    for optimizer_name, args, expected in (
+        ("adamax", {}, {"foreach": True}),
+        ("adam", {"foreach": False}, {"foreach": False, "fused": None}),
+    ):
+        chosen = FlowOptimizer(optimizer_name, lr=0.1, **args)
+        weight.grad = torch.ones(3)
+        chosen([weight])
+        assert {k: chosen.optimizer.defaults.get(k) for k in expected} == expected
 
 
 def train_moons_in_two_processes(out, *args):
