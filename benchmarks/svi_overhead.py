@@ -1,5 +1,6 @@
 """SVI's overhead: the same flow, batches and optimizer settings trained by ``SVI.step``
-(with :class:`pyro_glow.optim.FlowOptimizer`) and by a plain PyTorch loop.
+(with :class:`pyro_glow.optim.FlowOptimizer`) with ``Trace_ELBO`` (the trainer's default) and
+with ``JitTrace_ELBO`` (``pyro-glow train --jit``), and by a plain PyTorch loop.
 
     python benchmarks/svi_overhead.py [--repeats 25] [--json FILE]
 
@@ -16,11 +17,12 @@ import argparse
 import json
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 
 from pyro_glow import glow
 from pyro_glow.optim import FlowOptimizer
@@ -42,14 +44,10 @@ CASES = {
 }
 
 
-def _svi_step(flow: torch.nn.Module, batch: torch.Tensor) -> Callable[[], float]:
-    pyro.clear_param_store()
-    svi = SVI(
-        density_model(flow),
-        empty_guide,
-        FlowOptimizer("adam", lr=1e-4, clip_norm=50.0),
-        Trace_ELBO(),
-    )
+def _svi_step(flow: torch.nn.Module, batch: torch.Tensor, jit: bool = False) -> Callable[[], float]:
+    elbo = JitTrace_ELBO(ignore_jit_warnings=True) if jit else Trace_ELBO()
+    model = density_model(flow, name="flow_jit" if jit else "flow")
+    svi = SVI(model, empty_guide, FlowOptimizer("adam", lr=1e-4, clip_norm=50.0), elbo)
     return lambda: svi.step(batch)
 
 
@@ -70,11 +68,18 @@ def _plain_step(flow: torch.nn.Module, batch: torch.Tensor) -> Callable[[], floa
 def measure(shape: tuple[int, ...], kwargs: dict, batch_size: int, repeats: int) -> dict:
     torch.manual_seed(0)
     batch = torch.rand((batch_size, *shape))
-    svi_flow, plain_flow = glow(shape, **kwargs), glow(shape, **kwargs)
-    plain_flow.load_state_dict(svi_flow.state_dict())
-    steps = {"svi": _svi_step(svi_flow, batch), "plain": _plain_step(plain_flow, batch)}
-    times: dict[str, list[float]] = {"svi": [], "plain": []}
-    with pyro.validation_enabled(False):
+    flows = [glow(shape, **kwargs) for _ in range(3)]
+    for twin in flows[1:]:
+        twin.load_state_dict(flows[0].state_dict())
+    pyro.clear_param_store()
+    steps = {
+        "svi": _svi_step(flows[0], batch),
+        "svi_jit": _svi_step(flows[1], batch, jit=True),
+        "plain": _plain_step(flows[2], batch),
+    }
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace. is deprecated")
         for _ in range(3):
             for step in steps.values():
                 step()
@@ -83,8 +88,14 @@ def measure(shape: tuple[int, ...], kwargs: dict, batch_size: int, repeats: int)
                 start = time.perf_counter()
                 step()
                 times[name].append(time.perf_counter() - start)
-    svi, plain = statistics.median(times["svi"]), statistics.median(times["plain"])
-    return {"svi_ms": 1e3 * svi, "plain_ms": 1e3 * plain, "overhead": svi / plain - 1}
+    ms = {name: 1e3 * statistics.median(values) for name, values in times.items()}
+    return {
+        "svi_ms": ms["svi"],
+        "svi_jit_ms": ms["svi_jit"],
+        "plain_ms": ms["plain"],
+        "overhead": ms["svi"] / ms["plain"] - 1,
+        "overhead_jit": ms["svi_jit"] / ms["plain"] - 1,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,13 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'case':72s} {'SVI ms':>8s} {'plain ms':>9s} {'overhead':>9s}")
+    header = ("SVI ms", "jit ms", "plain ms", "overhead", "jit ovh.")
+    print(f"{'case':72s}" + "".join(f" {column:>9s}" for column in header))
     for name, (shape, kwargs, batch_size) in CASES.items():
         repeats = args.repeats * (VECTOR_REPEATS if len(shape) == 1 else 1)
         result = measure(shape, kwargs, batch_size, repeats)
         results[name] = result
-        svi, plain, overhead = result["svi_ms"], result["plain_ms"], result["overhead"]
-        print(f"{name:72s} {svi:8.2f} {plain:9.2f} {overhead:9.1%}")
+        times = [result[k] for k in ("svi_ms", "svi_jit_ms", "plain_ms")]
+        overheads = [result["overhead"], result["overhead_jit"]]
+        print(
+            f"{name:72s}"
+            + "".join(f" {value:9.2f}" for value in times)
+            + "".join(f" {value:9.1%}" for value in overheads)
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

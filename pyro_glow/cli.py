@@ -52,6 +52,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-nonfinite", type=int, default=20)
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for the networks")
     parser.add_argument(
+        "--jit", action="store_true", help="Pyro's JitTrace_ELBO (less overhead per step)"
+    )
+    parser.add_argument(
         "--time-limit",
         type=float,
         help="seconds of training in this invocation; then checkpoint and evaluate "

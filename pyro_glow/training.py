@@ -29,7 +29,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.torch_transform import ComposeTransformModule
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
@@ -87,6 +87,11 @@ class TrainConfig:
     ``time_limit``: seconds of training in this invocation (``None``: no limit); the run then
     stops at the end of a step, checkpoints and evaluates as at its end, and ``--resume``
     continues it (the learning-rate schedule still runs over ``steps``).
+
+    ``jit``: Pyro's ``JitTrace_ELBO`` instead of ``Trace_ELBO``: the model's trace and the
+    ELBO are compiled with ``torch.jit.trace`` on the first step (after ActNorm's
+    initialisation), which removes most of Pyro's fixed cost per step (docs/benchmarks.md;
+    the same losses and parameters, tested). One process only, without ``amp``.
     """
 
     data: str = "moons"
@@ -116,6 +121,7 @@ class TrainConfig:
     max_nonfinite: int = 20
     amp: bool = False
     time_limit: float | None = None
+    jit: bool = False
 
     @property
     def is_vector(self) -> bool:
@@ -140,6 +146,8 @@ class TrainConfig:
             raise ValueError(f"lr_decay must be cosine or none; got {config.lr_decay!r}")
         if not 1 <= config.n_bits <= 8:
             raise ValueError(f"n_bits must be in 1..8; got {config.n_bits!r}")
+        if config.jit and config.amp:
+            raise ValueError("jit and amp cannot be combined: the JIT trace runs in float32")
         if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda; got {config.device!r}")
         return config
@@ -228,7 +236,7 @@ def build_flow(config: TrainConfig, shape: tuple[int, ...]) -> Flow:
 
 
 def density_model(
-    flow: Flow, distribution: Callable[[], Any] | None = None
+    flow: Flow, distribution: Callable[[], Any] | None = None, name: str = "flow"
 ) -> Callable[[torch.Tensor], None]:
     """A Pyro model whose ELBO (with an empty guide) is the mean log-likelihood per dimension.
 
@@ -240,13 +248,14 @@ def density_model(
 
     ``distribution`` builds the flow's distribution (default ``flow``; the trainer passes the
     ``DistributedDataParallel`` wrapper of the flow, whose call returns the same thing).
+    ``name`` prefixes the flow's ``pyro.param`` sites (two models in one param store need two).
     """
     make_distribution = flow if distribution is None else distribution
 
     def model(batch: torch.Tensor) -> None:
         if batch.numel() == 0:
             raise ValueError(f"density_model: the batch is empty (shape {list(batch.shape)})")
-        flow.pyro_module("flow")
+        flow.pyro_module(name)
         with pyro.plate("data", batch.shape[0]), poutine.scale(scale=1.0 / batch.numel()):
             pyro.sample("x", make_distribution(), obs=batch)
 
@@ -352,9 +361,8 @@ class Trainer:
         distribution: Callable[[], Any] = self.flow
         if self.world_size > 1:
             distribution = self._distributed_flow()
-        self.svi = SVI(
-            density_model(self.flow, distribution), empty_guide, self.optim, Trace_ELBO()
-        )
+        elbo = JitTrace_ELBO(ignore_jit_warnings=True) if self.config.jit else Trace_ELBO()
+        self.svi = SVI(density_model(self.flow, distribution), empty_guide, self.optim, elbo)
 
     @property
     def is_main(self) -> bool:
@@ -362,6 +370,8 @@ class Trainer:
         return self.rank == 0
 
     def _join_process_group(self) -> None:
+        if self.config.jit:
+            raise ValueError("jit trains in one process; run without --jit under torchrun")
         if self.config.batch_size % self.world_size:
             raise ValueError(
                 f"batch_size {self.config.batch_size} (the global batch) must be divisible by "
@@ -492,6 +502,8 @@ class Trainer:
         autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.amp)
         with pyro.validation_enabled(False), warnings.catch_warnings(), autocast:
             warnings.filterwarnings("ignore", message="Encountered NaN")  # counted below
+            # --jit is opted into; torch's deprecation of jit.trace is in the docs
+            warnings.filterwarnings("ignore", message=".*torch.jit.trace. is deprecated")
             batch = self._batch()
             loss = self.svi.step(batch) * math.prod(batch.shape[1:])
         if self.world_size > 1:
