@@ -147,7 +147,10 @@ class TrainConfig:
         if not 1 <= config.n_bits <= 8:
             raise ValueError(f"n_bits must be in 1..8; got {config.n_bits!r}")
         if config.jit and config.amp:
-            raise ValueError("jit and amp cannot be combined: the JIT trace runs in float32")
+            raise ValueError(
+                "jit and amp cannot be combined: torch.jit.trace cannot trace autocast's "
+                "cached bfloat16 copies of the weights"
+            )
         if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda; got {config.device!r}")
         return config
