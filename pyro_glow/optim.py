@@ -174,11 +174,13 @@ class FlowOptimizer(PyroOptim):
     def _load(self, state: dict[str, Any]) -> None:
         if state["param_names"] != self.param_names:
             missing = sorted(set(state["param_names"]) ^ set(self.param_names))
-            unpacked = any(name.endswith((".lower", ".log_diag")) for name in missing)
+            unpacked = any(
+                name.endswith((".lower", ".log_diag", ".net.weights")) for name in missing
+            )
             hint = (
-                " (the checkpoint predates ActNorm's and InvertibleConv1x1's packed "
-                "parameters: load_checkpoint still reads its model for sampling and "
-                "evaluation, but its optimizer state cannot be resumed)"
+                " (the checkpoint predates the packed parameters of ActNorm, "
+                "InvertibleConv1x1 and the coupling MLPs: load_checkpoint still reads its "
+                "model for sampling and evaluation, but its optimizer state cannot be resumed)"
                 if unpacked
                 else ""
             )

@@ -94,15 +94,15 @@ def test_pyro_module_registers_what_pyro_module_registers_after_every_change():
     flow = glow((2,), steps=2, hidden=4)
     assert len(_assert_registers_as_pyro_module(flow)) == len(list(flow.parameters()))
     layer = flow.transform.parts[0]
-    layer.net[0].weight = nn.Parameter(torch.zeros_like(layer.net[0].weight))  # replaced
-    layer.net[0].bias.requires_grad_(False)  # frozen: not registered, with Pyro's warning
+    layer.net.weights = nn.Parameter(torch.zeros_like(layer.net.weights))  # replaced
+    flow.transform.parts[3].net.weights.requires_grad_(False)  # frozen: not registered, warned
     with pytest.warns(UserWarning, match="requires_grad=False"):
         sites = _assert_registers_as_pyro_module(flow)
-    assert any(value.unconstrained() is layer.net[0].weight for value in sites.values())
-    layer.net.append(nn.Linear(4, 4))  # a new submodule
+    assert any(value.unconstrained() is layer.net.weights for value in sites.values())
+    layer.net.extra = nn.Linear(4, 4)  # a new submodule
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert "flow$$$transform.0.net.5.weight" in _assert_registers_as_pyro_module(flow)
+        assert "flow$$$transform.0.net.extra.weight" in _assert_registers_as_pyro_module(flow)
     torch.__future__.set_overwrite_module_params_on_conversion(True)
     try:
         flow.double()  # new Parameter objects, no registration hook

@@ -1,5 +1,6 @@
 """Layer-specific behaviour: Squeeze's channel order, ActNorm's initialisation, the LU
-parametrisation, whole models against the brute-force Jacobian, and the caches."""
+parametrisation, the packed coupling MLP, whole models against the brute-force Jacobian, and
+the caches."""
 
 import pyro
 import pyro.distributions as dist
@@ -7,8 +8,10 @@ import pytest
 import torch
 from conftest import perturb_
 from pyro.infer import SVI, Trace_ELBO
+from torch import nn
 
 from pyro_glow import ActNorm, InvertibleConv1x1, Squeeze, check_transform, glow
+from pyro_glow.nets import CouplingMLP
 from pyro_glow.transforms import AffineCoupling, Split
 
 
@@ -127,6 +130,35 @@ def test_state_dicts_of_the_earlier_unpacked_layout_load_to_the_same_maps():
     assert set(reloaded_conv.state_dict()) == {"permutation", "diag_sign", "identity", "lu"}
 
 
+def test_the_coupling_mlp_is_the_sequential_network_in_one_tensor():
+    """``CouplingMLP`` computes what ``nn.Sequential(Linear, ReLU, Linear, ReLU, Linear)``
+    computes with the same weights, starts as nn.Linear does (last layer zero), trains its one
+    tensor, and loads state dicts of the earlier ``nn.Sequential`` layout."""
+    torch.manual_seed(0)
+    sequential = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU())
+    sequential.append(nn.Linear(16, 4))
+    old_state = sequential.state_dict()
+    net = CouplingMLP(3, 16, 4)
+    assert [name for name, _ in net.named_parameters()] == ["weights"]
+    (w1, b1), (w2, b2), (w3, b3) = net.layers()
+    for tensor, fan_in in ((w1, 3), (b1, 3), (w2, 16), (b2, 16)):
+        assert 0 < tensor.abs().max() <= fan_in**-0.5
+    assert not w3.any() and not b3.any()
+    net.load_state_dict(old_state)
+    assert "0.weight" in old_state  # load_state_dict converted a copy
+    x = torch.randn(5, 7, 3)
+    assert torch.equal(net(x), sequential(x))
+    net(x).square().sum().backward()
+    sequential(x).square().sum().backward()
+    expected = torch.cat([p.grad.reshape(-1) for p in sequential.parameters()])
+    assert torch.allclose(net.weights.grad, expected, rtol=1e-6, atol=1e-7)
+    reloaded = CouplingMLP(3, 16, 4)
+    reloaded.load_state_dict(net.state_dict())
+    assert torch.equal(reloaded(x), net(x))
+    with pytest.raises(RuntimeError, match="weights"):
+        CouplingMLP(3, 8, 4).load_state_dict(net.state_dict())
+
+
 def test_lu_determinant_never_vanishes():
     layer = InvertibleConv1x1(6, event_dim=1).double()
     with torch.no_grad():
@@ -179,7 +211,7 @@ def test_no_stale_cache_after_manual_parameter_edit():
     x = torch.randn(8, 4)
     y = layer(x)
     with torch.no_grad():
-        layer.net[-1].bias.add_(1.0)
+        layer.net.layers()[-1][1].add_(1.0)  # the last bias, a view of the packed weights
     assert not torch.allclose(layer(x), y)
 
 

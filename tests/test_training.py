@@ -20,6 +20,7 @@ from PIL import Image
 from pyro_glow import load_checkpoint
 from pyro_glow.checkpoint import read_checkpoint
 from pyro_glow.cli import main
+from pyro_glow.nets import CouplingMLP
 from pyro_glow.optim import FlowOptimizer
 from pyro_glow.training import TrainConfig, Trainer, TrainingDiverged, load_data
 
@@ -71,13 +72,24 @@ def test_loaded_flow_is_in_data_units(tmp_path):
     assert torch.allclose(samples.std(0), test.std(0), rtol=0.2)
 
 
-def _in_the_unpacked_layout(model_state: dict) -> dict:
-    """A model ``state_dict`` as checkpoints stored it before ActNorm and the LU map kept one
-    tensor each (``log_scale``/``bias``; ``lower``/``upper``/``log_diag`` and a mask)."""
+def _in_the_unpacked_layout(model_state: dict, flow: torch.nn.Module) -> dict:
+    """A model ``state_dict`` as checkpoints stored it before ActNorm, the LU map and the
+    coupling MLPs kept one tensor each (``log_scale``/``bias``; ``lower``/``upper``/``log_diag``
+    and a mask; ``nn.Sequential``'s ``0.weight``, ``0.bias``, ..., ``4.bias``)."""
+    mlps = {
+        name: module for name, module in flow.named_modules() if isinstance(module, CouplingMLP)
+    }
     old = {}
     for key, value in model_state.items():
         prefix, _, name = key.rpartition(".")
-        if name == "affine":
+        if name == "weights" and prefix in mlps:
+            views = value.split(mlps[prefix].sizes)
+            for index, view, shape in zip(
+                (0, 0, 2, 2, 4, 4), views, mlps[prefix].shapes, strict=True
+            ):
+                kind = "weight" if len(shape) == 2 else "bias"
+                old[f"{prefix}.{index}.{kind}"] = view.reshape(shape).clone()
+        elif name == "affine":
             old[f"{prefix}.log_scale"], old[f"{prefix}.bias"] = value.clone().unbind(0)
         elif name == "lu":
             old[f"{prefix}.lower"], old[f"{prefix}.upper"] = value.tril(-1), value.triu(1)
@@ -96,10 +108,11 @@ def test_a_checkpoint_of_the_unpacked_layout_loads_but_does_not_resume(tmp_path,
     with torch.no_grad():
         expected = load_checkpoint(path).log_prob(test)
     state = read_checkpoint(path)
-    state["model"] = _in_the_unpacked_layout(state["model"])
+    state["model"] = _in_the_unpacked_layout(state["model"], load_checkpoint(path))
     names = state["optimizer"]["param_names"]
     state["optimizer"]["param_names"] = [n.replace(".lu", ".lower") for n in names]
     assert "transform.1.lower_mask" in state["model"]
+    assert "transform.0.net.4.bias" in state["model"]
     torch.save(state, path)
     with torch.no_grad():
         assert torch.equal(load_checkpoint(path).log_prob(test), expected)
@@ -107,7 +120,7 @@ def test_a_checkpoint_of_the_unpacked_layout_loads_but_does_not_resume(tmp_path,
     assert main(["eval", str(path)]) == 0
     with pytest.raises(SystemExit):
         main(["train", "moons", "--steps", "40", "--out", str(out), "--resume", *TINY_MOONS])
-    assert "predates ActNorm's and InvertibleConv1x1's packed" in capsys.readouterr().err
+    assert "predates the packed parameters" in capsys.readouterr().err
 
 
 def _image_folder(root: Path, size: int = 8) -> Path:
