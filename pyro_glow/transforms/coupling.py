@@ -119,13 +119,8 @@ class AffineCoupling(FlowTransform):
         if spatial:
             self.net = coupling_convnet(features, hidden, outputs_per_unit * features, activation)
         elif event_dim == 3:
-            first = features // 2
-            self._cond_slice, self._trans_slice = (
-                (slice(0, first), slice(first, features))
-                if parity == 0
-                else (slice(first, features), slice(0, first))
-            )
-            cond = self._cond_slice.stop - self._cond_slice.start
+            self._halves = (features // 2, features - features // 2)
+            cond = self._halves[parity]
             self.net = coupling_convnet(
                 cond, hidden, outputs_per_unit * (features - cond), activation
             )
@@ -141,6 +136,10 @@ class AffineCoupling(FlowTransform):
             self.register_buffer("cond_index", cond_index)
             self.register_buffer("trans_index", trans_index)
             self.register_buffer("merge_index", torch.argsort(torch.cat([cond_index, trans_index])))
+            # A channel mask's two parts are ranges: split and cat them (one backward op)
+            # instead of gathering by index (a scatter into zeros per part in backward).
+            halves = (features // 2, features - features // 2)
+            self._halves = halves if mask == "channel" and not custom else None
             self.net = coupling_mlp(
                 len(cond_index), hidden, outputs_per_unit * len(trans_index), activation
             )
@@ -157,9 +156,10 @@ class AffineCoupling(FlowTransform):
         self._check_channels(x, name, self.features)
 
     def _shift_and_log_scale(
-        self, x_cond: torch.Tensor
+        self, x_cond: torch.Tensor, negate: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run the conditioner once: ``(t, s)``, ``s`` soft-clamped, ``None`` when additive."""
+        """Run the conditioner once: ``(t, s)``, ``s`` soft-clamped (``-s`` if ``negate``),
+        ``None`` when additive."""
         if self._event_dim == 3:
             # The net runs channels-last (fastest on the CPU); its small output goes back to
             # the flow's contiguous layout, so that the halves below are contiguous too.
@@ -174,7 +174,7 @@ class AffineCoupling(FlowTransform):
         if self.additive:
             return out, None
         shift, raw = out.chunk(2, dim=channel_dim)
-        return shift, soft_clamp(raw, self.scale_bound)
+        return shift, soft_clamp(raw, self.scale_bound, negate)
 
     def _checkerboard(self, x: torch.Tensor) -> torch.Tensor:
         """1 where a pixel conditions, 0 where it is transformed (shape ``[H, W]``)."""
@@ -196,24 +196,30 @@ class AffineCoupling(FlowTransform):
             log_scale = log_scale * free
             y = (x - shift) * torch.exp(-log_scale) if inverse else x * log_scale.exp() + shift
             return y, log_scale.sum(dim=(-3, -2, -1))
-        if self._event_dim == 3:
-            x_cond, x_trans = x[..., self._cond_slice, :, :], x[..., self._trans_slice, :, :]
-        else:
+        channel_dim = -3 if self._event_dim == 3 else -1
+        if self._halves is None:
             x_cond, x_trans = x[..., self.cond_index], x[..., self.trans_index]
-        shift, log_scale = self._shift_and_log_scale(x_cond)
+        else:
+            halves = x.split(self._halves, dim=channel_dim)
+            x_cond, x_trans = halves if self.parity == 0 else halves[::-1]
+        # In the inverse direction the net's log-scale comes out negated (folded into the
+        # soft clamp), so that exp(-s) costs no extra pass over the tensor.
+        shift, log_scale = self._shift_and_log_scale(x_cond, negate=inverse)
         if log_scale is None:
             y_trans = x_trans - shift if inverse else x_trans + shift
             log_det = x.new_zeros(batch_shape)
         else:
+            event_dims = tuple(range(-self._event_dim, 0))
             if inverse:
-                y_trans = (x_trans - shift) * torch.exp(-log_scale)
+                y_trans = (x_trans - shift) * log_scale.exp()
+                log_det = log_scale.sum(dim=event_dims).neg()
             else:
                 y_trans = torch.addcmul(shift, x_trans, log_scale.exp())
-            log_det = log_scale.sum(dim=tuple(range(-self._event_dim, 0)))
-        if self._event_dim == 3:
-            parts = (x_cond, y_trans) if self.parity == 0 else (y_trans, x_cond)
-            return torch.cat(parts, dim=-3), log_det
-        return torch.cat([x_cond, y_trans], dim=-1)[..., self.merge_index], log_det
+                log_det = log_scale.sum(dim=event_dims)
+        if self._halves is None:
+            return torch.cat([x_cond, y_trans], dim=-1)[..., self.merge_index], log_det
+        parts = (x_cond, y_trans) if self.parity == 0 else (y_trans, x_cond)
+        return torch.cat(parts, dim=channel_dim), log_det
 
     def _forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._couple(x, inverse=False)
