@@ -58,6 +58,10 @@ class CouplingMLP(nn.Module):
     ) -> None:
         super().__init__()
         check_activation("CouplingMLP", activation)
+        sizes = {"in_features": in_features, "hidden": hidden, "out_features": out_features}
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CouplingMLP: {name} must be a positive int; got {value!r}")
         self.in_features = in_features
         self.hidden = hidden
         self.out_features = out_features

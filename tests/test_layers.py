@@ -157,6 +157,8 @@ def test_the_coupling_mlp_is_the_sequential_network_in_one_tensor():
     assert torch.equal(reloaded(x), net(x))
     with pytest.raises(RuntimeError, match="weights"):
         CouplingMLP(3, 8, 4).load_state_dict(net.state_dict())
+    with pytest.raises(ValueError, match="hidden must be a positive int"):
+        CouplingMLP(3, 0, 4)
 
 
 def test_lu_determinant_never_vanishes():
