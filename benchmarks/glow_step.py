@@ -1,6 +1,6 @@
 """One Glow training step, pyro-glow against normflows, timed alternately in one process.
 
-    python benchmarks/glow_step.py [--repeats 10] [--compile] [--json FILE]
+    python benchmarks/glow_step.py [--repeats 20] [--compile] [--json FILE]
 
 Same architecture as ``cifar_cpu.py`` (L=3, K=8, hidden 128, affine coupling, LU 1x1
 convolution), batch 32 of 3x32x32, float32, a plain PyTorch loop on both sides
@@ -161,7 +161,7 @@ def compare(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument(
         "--devices",

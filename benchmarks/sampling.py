@@ -1,6 +1,6 @@
 """Sampling 64 images at temperature 0.7: pyro-glow against normflows' Glow, alternately.
 
-    python benchmarks/sampling.py [--repeats 10] [--json FILE]
+    python benchmarks/sampling.py [--repeats 30] [--json FILE]
 
 Both models: L=3, K=8, hidden 128, affine coupling, LU 1x1 convolution, 3x32x32 (the
 architecture of ``glow_step.py`` and ``cifar_cpu.py``), ActNorm initialised on one batch, then
@@ -32,7 +32,7 @@ SAMPLES, TEMPERATURE = 64, 0.7
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
