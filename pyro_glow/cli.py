@@ -55,6 +55,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--jit", action="store_true", help="Pyro's JitTrace_ELBO (less overhead per step)"
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the flow's log-density (fused element-wise work; compiles first)",
+    )
+    parser.add_argument(
         "--time-limit",
         type=float,
         help="seconds of training in this invocation; then checkpoint and evaluate "

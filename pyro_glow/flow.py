@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro
@@ -78,8 +78,28 @@ class FlowDistribution(dist.TransformedDistribution):
     SVI's overhead). Here each layer computes its inverse and log-determinant together
     (:func:`~pyro_glow.transforms.base.inverse_and_log_det`), the same value with less
     Python. A value this distribution drew itself (``sample``/``rsample``, as a guide's
-    draw is scored) keeps the cached path, which needs no inverse at all.
+    draw is scored) keeps the cached path, which needs no inverse at all. ``density``, if
+    given, computes the log-density of other values instead (:meth:`Flow.compile_density`
+    passes its compiled graph); ``expand`` keeps it.
     """
+
+    def __init__(
+        self,
+        base_distribution: dist.Distribution,
+        transforms: Transform | list[Transform],
+        density: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        super().__init__(base_distribution, transforms, validate_args=validate_args)
+        self._density = density
+
+    def expand(
+        self, batch_shape: torch.Size | tuple[int, ...], _instance: FlowDistribution | None = None
+    ) -> FlowDistribution:
+        new = self._get_checked_instance(FlowDistribution, _instance)
+        new = super().expand(batch_shape, _instance=new)
+        new._density = self._density
+        return new
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         self._drawn = super().rsample(sample_shape)
@@ -94,6 +114,8 @@ class FlowDistribution(dist.TransformedDistribution):
             return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)
+        if self._density is not None:
+            return self._density(value)
         transform = (
             self.transforms[0] if len(self.transforms) == 1 else ComposeTransform(self.transforms)
         )
@@ -155,6 +177,7 @@ class Flow(nn.Module):
         latent_shape = prior().event_shape
         self.event_shape = torch.Size(transform.forward_shape(latent_shape))
         self._kept_tree: tuple[int, tuple, tuple] | None = None
+        self._compiled_density: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def _tree(self) -> tuple[tuple[tuple[str, nn.Parameter], ...], tuple[FlowTransform, ...]]:
         """``(named parameters, pyro-glow layers)``, kept between calls while no parameter
@@ -229,7 +252,7 @@ class Flow(nn.Module):
     def forward(self) -> FlowDistribution:
         """The flow as a Pyro distribution (built fresh, with empty layer caches)."""
         self.clear_cache()
-        return FlowDistribution(self.prior(), self.transform)
+        return FlowDistribution(self.prior(), self.transform, density=self._compiled_density)
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise ``TypeError``/``ValueError`` naming the problem unless ``x`` is a non-empty
@@ -272,8 +295,39 @@ class Flow(nn.Module):
         """
         if not torch.compiler.is_compiling():
             self.check_data(x)
+        if self._compiled_density is not None:
+            return self._compiled_density(x)
+        return self._density(x)
+
+    def _density(self, x: torch.Tensor) -> torch.Tensor:
         z, log_det = inverse_and_log_det(self.transform, x)
         return self.prior().log_prob(z) - log_det
+
+    def compile_density(self, **options: Any) -> None:
+        """Run the log-density of data through ``torch.compile(**options)`` from now on:
+        :meth:`log_prob` and the ``log_prob`` of the distributions the flow returns (for
+        values they did not draw themselves, as ``pyro.sample(..., obs=x)`` scores them) call
+        one compiled graph, forward and backward (AOTAutograd), with the element-wise work
+        of the layers fused. Sampling stays eager. The first call compiles (seconds to
+        minutes); a new batch shape or dtype recompiles.
+
+        ActNorm's data-dependent initialisation must have run (one :meth:`log_prob` of a
+        batch), so that the compiled graph holds no initialisation branch; the trainer's
+        ``--compile`` does that on its first batch.
+        """
+        pending = [
+            name
+            for name, module in self.named_modules()
+            if isinstance(getattr(module, "initialized", None), torch.Tensor)
+            and not bool(module.initialized)
+        ]
+        if pending:
+            raise ValueError(
+                "Flow.compile_density: ActNorm layers are not initialised yet "
+                f"({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}); "
+                "call flow.log_prob on a batch of data first"
+            )
+        self._compiled_density = torch.compile(self._density, **options)
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:

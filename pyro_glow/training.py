@@ -92,6 +92,10 @@ class TrainConfig:
     ELBO are compiled with ``torch.jit.trace`` on the first step (after ActNorm's
     initialisation), which removes most of Pyro's fixed cost per step (docs/benchmarks.md;
     the same losses and parameters, tested). One process only, without ``amp``.
+
+    ``compile``: the flow's log-density through ``torch.compile``
+    (:meth:`~pyro_glow.flow.Flow.compile_density`), after ActNorm's initialisation on the
+    first batch; SVI still runs the model. One process only, without ``jit`` or ``amp``.
     """
 
     data: str = "moons"
@@ -122,6 +126,7 @@ class TrainConfig:
     amp: bool = False
     time_limit: float | None = None
     jit: bool = False
+    compile: bool = False
 
     @property
     def is_vector(self) -> bool:
@@ -150,6 +155,10 @@ class TrainConfig:
             raise ValueError(
                 "jit and amp cannot be combined: torch.jit.trace cannot trace autocast's "
                 "cached bfloat16 copies of the weights"
+            )
+        if config.compile and (config.jit or config.amp):
+            raise ValueError(
+                "compile cannot be combined with jit or amp (the combinations are untested)"
             )
         if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda; got {config.device!r}")
@@ -364,6 +373,9 @@ class Trainer:
         distribution: Callable[[], Any] = self.flow
         if self.world_size > 1:
             distribution = self._distributed_flow()
+        if self.config.compile:
+            self._initialize_on_first_batch()
+            self.flow.compile_density()
         elbo = JitTrace_ELBO(ignore_jit_warnings=True) if self.config.jit else Trace_ELBO()
         self.svi = SVI(density_model(self.flow, distribution), empty_guide, self.optim, elbo)
 
@@ -373,8 +385,9 @@ class Trainer:
         return self.rank == 0
 
     def _join_process_group(self) -> None:
-        if self.config.jit:
-            raise ValueError("jit trains in one process; run without --jit under torchrun")
+        if self.config.jit or self.config.compile:
+            option = "--jit" if self.config.jit else "--compile"
+            raise ValueError(f"{option} trains in one process; run without it under torchrun")
         if self.config.batch_size % self.world_size:
             raise ValueError(
                 f"batch_size {self.config.batch_size} (the global batch) must be divisible by "
@@ -393,12 +406,17 @@ class Trainer:
         stream), as a single process with the same global batch would; DDP then broadcasts
         rank 0's state, and each backward averages the gradients of the ranks' shards.
         """
+        self._initialize_on_first_batch()
+        return torch.nn.parallel.DistributedDataParallel(self.flow)
+
+    def _initialize_on_first_batch(self) -> None:
+        """ActNorm's data-dependent initialisation on the first global batch, peeked
+        without consuming the random stream (a no-op for initialised layers)."""
         state = self.generator.get_state()
         with torch.no_grad():
             self.flow.log_prob(self._global_batch())
         self.generator.set_state(state)
         self.flow.clear_cache()
-        return torch.nn.parallel.DistributedDataParallel(self.flow)
 
     def _fit_units(self) -> None:
         if self.data.is_image:
