@@ -197,6 +197,9 @@ class Flow(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_kept_tree"] = None
+        # A compiled density is bound to this flow's parameters: copies and pickles run
+        # eagerly until compile_density is called on them.
+        state["_compiled_density"] = None
         return state
 
     def pyro_module(self, name: str = "flow") -> Flow:
@@ -309,7 +312,8 @@ class Flow(nn.Module):
         values they did not draw themselves, as ``pyro.sample(..., obs=x)`` scores them) call
         one compiled graph, forward and backward (AOTAutograd), with the element-wise work
         of the layers fused. Sampling stays eager. The first call compiles (seconds to
-        minutes); a new batch shape or dtype recompiles.
+        minutes); a new batch shape or dtype recompiles. Copies and pickles of the flow run
+        eagerly until they are compiled themselves.
 
         ActNorm's data-dependent initialisation must have run (one :meth:`log_prob` of a
         batch), so that the compiled graph holds no initialisation branch; the trainer's

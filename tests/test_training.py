@@ -1,6 +1,7 @@
 """Training end to end: the CLI on moons and on an image folder, checkpoints, resume after
 SIGKILL, the non-finite guard and the optimizer."""
 
+import copy
 import dataclasses
 import json
 import math
@@ -291,8 +292,13 @@ def test_compile_trains_as_the_eager_density(tmp_path):
     assert runs[True] == pytest.approx(runs[False], rel=1e-4)
     with pytest.raises(ValueError, match="compile cannot be combined with jit or amp"):
         tiny_moons(tmp_path, compile=True, jit=True).resolved()
+    flow = glow((2,), steps=1, hidden=4)
     with pytest.raises(ValueError, match="ActNorm layers are not initialised"):
-        glow((2,), steps=1, hidden=4).compile_density()
+        flow.compile_density()
+    flow.log_prob(torch.randn(8, 2))
+    flow.compile_density()
+    twin = copy.deepcopy(flow)  # its own parameters: eager until compiled again
+    assert twin._compiled_density is None and flow._compiled_density is not None
 
 
 def test_flow_optimizer_warmup_clipping_and_state():

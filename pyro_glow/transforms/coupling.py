@@ -116,11 +116,13 @@ class AffineCoupling(FlowTransform):
         self.scale_bound = scale_bound
         self.activation = activation
         outputs_per_unit = 1 if additive else 2
+        halves = (features // 2, features - features // 2)
+        self._halves: tuple[int, int] | None = None
         if spatial:
             self.net = coupling_convnet(features, hidden, outputs_per_unit * features, activation)
         elif event_dim == 3:
-            self._halves = (features // 2, features - features // 2)
-            cond = self._halves[parity]
+            self._halves = halves
+            cond = halves[parity]
             self.net = coupling_convnet(
                 cond, hidden, outputs_per_unit * (features - cond), activation
             )
@@ -136,10 +138,10 @@ class AffineCoupling(FlowTransform):
             self.register_buffer("cond_index", cond_index)
             self.register_buffer("trans_index", trans_index)
             self.register_buffer("merge_index", torch.argsort(torch.cat([cond_index, trans_index])))
-            # A channel mask's two parts are ranges: split and cat them (one backward op)
-            # instead of gathering by index (a scatter into zeros per part in backward).
-            halves = (features // 2, features - features // 2)
-            self._halves = halves if mask == "channel" and not custom else None
+            if mask == "channel" and not custom:
+                # The two parts are ranges: split and cat them (one backward op) instead of
+                # gathering by index (a scatter into zeros per part in backward).
+                self._halves = halves
             self.net = coupling_mlp(
                 len(cond_index), hidden, outputs_per_unit * len(trans_index), activation
             )
