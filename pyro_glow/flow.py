@@ -204,7 +204,7 @@ class Flow(nn.Module):
 
     def pyro_module(self, name: str = "flow") -> Flow:
         """``pyro.module(name, self)`` for a model's hot path: the same ``pyro.param`` site,
-        under the same name (``name$$$transform.0.net.0.weight``, ...), for every
+        under the same name (``name$$$transform.0.net.weights``, ...), for every
         parameter that requires a gradient, without walking the module tree on every call.
 
         Unlike ``pyro.module``, it refuses to go on when Pyro's param store holds another
