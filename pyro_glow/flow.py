@@ -87,8 +87,9 @@ class FlowDistribution(dist.TransformedDistribution):
         self,
         base_distribution: dist.Distribution,
         transforms: Transform | list[Transform],
-        density: Callable[[torch.Tensor], torch.Tensor] | None = None,
         validate_args: bool | None = None,
+        *,
+        density: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__(base_distribution, transforms, validate_args=validate_args)
         self._density = density
