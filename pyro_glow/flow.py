@@ -79,8 +79,8 @@ class FlowDistribution(dist.TransformedDistribution):
     (:func:`~pyro_glow.transforms.base.inverse_and_log_det`), the same value with less
     Python. A value this distribution drew itself (``sample``/``rsample``, as a guide's
     draw is scored) keeps the cached path, which needs no inverse at all. ``density``, if
-    given, computes the log-density of other values instead (:meth:`Flow.compile_density`
-    passes its compiled graph); ``expand`` keeps it.
+    given, computes the log-density of other values instead while gradients are enabled
+    (:meth:`Flow.compile_density` passes its compiled graph); ``expand`` keeps it.
     """
 
     def __init__(
@@ -115,7 +115,7 @@ class FlowDistribution(dist.TransformedDistribution):
             return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)
-        if self._density is not None:
+        if self._density is not None and torch.is_grad_enabled():
             return self._density(value)
         transform = (
             self.transforms[0] if len(self.transforms) == 1 else ComposeTransform(self.transforms)
@@ -299,7 +299,7 @@ class Flow(nn.Module):
         """
         if not torch.compiler.is_compiling():
             self.check_data(x)
-        if self._compiled_density is not None:
+        if self._compiled_density is not None and torch.is_grad_enabled():
             return self._compiled_density(x)
         return self._density(x)
 
@@ -312,9 +312,11 @@ class Flow(nn.Module):
         :meth:`log_prob` and the ``log_prob`` of the distributions the flow returns (for
         values they did not draw themselves, as ``pyro.sample(..., obs=x)`` scores them) call
         one compiled graph, forward and backward (AOTAutograd), with the element-wise work
-        of the layers fused. Sampling stays eager. The first call compiles (seconds to
-        minutes); a new batch shape or dtype recompiles. Copies and pickles of the flow run
-        eagerly until they are compiled themselves.
+        of the layers fused. It is used where gradients are taken (training steps): under
+        ``torch.no_grad`` (evaluation, plots over grids of other sizes, sampling) the eager
+        path runs, which would otherwise compile an inference graph per new batch shape.
+        The first call compiles (seconds to minutes); a new batch shape or dtype recompiles.
+        Copies and pickles of the flow run eagerly until they are compiled themselves.
 
         ActNorm's data-dependent initialisation must have run (one :meth:`log_prob` of a
         batch), so that the compiled graph holds no initialisation branch; the trainer's

@@ -299,6 +299,14 @@ def test_compile_trains_as_the_eager_density(tmp_path):
     flow.compile_density()
     twin = copy.deepcopy(flow)  # its own parameters: eager until compiled again
     assert twin._compiled_density is None and flow._compiled_density is not None
+    calls = []
+    flow._compiled_density = lambda x: calls.append(x) or flow._density(x)  # a spy
+    x = torch.randn(8, 2)
+    with torch.no_grad():  # evaluation and plots stay eager: no graph per new shape
+        flow.log_prob(x), flow().log_prob(x)
+    assert not calls
+    flow.log_prob(x), flow().log_prob(x)
+    assert len(calls) == 2
 
 
 def test_flow_optimizer_warmup_clipping_and_state():
