@@ -10,7 +10,7 @@
 #   bash benchmarks/gpu_session.sh IMAGE_FOLDER [TRAIN_SECONDS] [OUT]
 #
 # DEVICE=cpu makes a dry run of the script on a machine without a GPU (the step benchmark is
-# then skipped). On a machine without network, Python packages it lacks (pyro-ppl, pyro-api, normflows) can
+# then skipped). COMPILE=1 trains with --compile (its compilation counts against TRAIN_SECONDS). On a machine without network, Python packages it lacks (pyro-ppl, pyro-api, normflows) can
 # travel as wheels in .whl/: they are installed into a temporary folder first.
 set -euo pipefail
 data=${1:?usage: gpu_session.sh IMAGE_FOLDER [TRAIN_SECONDS] [OUT]}
@@ -36,7 +36,7 @@ part() { "$@" || echo "pyro-glow gpu_session: failed with status $?: $*"; }
     fi
     part "$python" -m pyro_glow train "folder:$data" --levels 3 --flow-steps 16 --hidden 512 \
         --batch-size 64 --device "$device" --steps 100000 --time-limit "$seconds" \
-        --log-every 20 --checkpoint-every 1000 --out "$work/train"
+        --log-every 20 --checkpoint-every 1000 --out "$work/train" ${COMPILE:+--compile}
 } 2>&1 | tee "$work/log.txt"
 rm -f "$work/train/checkpoint.pt"
 cp "$work/log.txt" "$out/log.txt"
