@@ -20,6 +20,7 @@ from torch.nn.modules.module import (
     register_module_parameter_registration_hook,
 )
 
+from .transforms.actnorm import ActNorm
 from .transforms.base import (
     FlowTransform,
     check_device_and_dtype,
@@ -325,8 +326,7 @@ class Flow(nn.Module):
         pending = [
             name
             for name, module in self.named_modules()
-            if isinstance(getattr(module, "initialized", None), torch.Tensor)
-            and not bool(module.initialized)
+            if isinstance(module, ActNorm) and not bool(module.initialized)
         ]
         if pending:
             raise ValueError(
