@@ -90,7 +90,10 @@ def target_row(
 
 
 def print_targets(rows: list[dict[str, Any]]) -> None:
-    """The ratio table: each ratio, its target and whether this run met it."""
+    """The ratio table: each ratio, its target and whether this run met it, headed by the
+    host's vector instruction set and thread count (the CPU ratios depend on both)."""
+    host = machine()
+    print(f"host: {host['cpu_capability']}, {host['threads']} threads, torch {host['torch']}")
     print(f"{'ratio':58s} {'value':>7s} {'target':>9s}  met")
     for row in rows:
         if row["target"] is None:
@@ -107,6 +110,9 @@ def machine() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        # The vector ISA that torch and oneDNN dispatch to (AVX2, AVX512, ...): oneDNN's
+        # channels-last convolutions gain more over NCHW on some than on others.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
