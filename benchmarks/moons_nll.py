@@ -1,11 +1,13 @@
 """Two-moons density estimation against the true density: pyro-glow beside Pyro's own
 affine-coupling stack and normflows' RealNVP, same data, steps, batch and schedule.
 
-    python benchmarks/moons_nll.py [--steps 3000] [--seeds 3] [--lr 2e-3] [--train-size N]
-                                   [--json FILE]
+    python benchmarks/moons_nll.py [--steps 3000] [--seeds 3] [--lr 2e-3] [--clip-norm 2]
+                                   [--train-size N] [--json FILE]
 
 Data: sklearn two-moons, noise 0.05, the trainer's default training-set size (each of the
-3000 x 256 draws a fresh point) and 5,000 test points. Seed ``s`` draws the data (seeds
+3000 x 256 draws a fresh point) and 5,000 test points. Every model gets the same Adam
+schedule and global gradient-norm clip (the trainer's moons default of 2 unless
+``--clip-norm`` says otherwise). Seed ``s`` draws the data (seeds
 ``s`` and ``s + 1``), initialises every model and orders its batches; the table gives each
 seed's gap and the mean over the seeds whose loss stayed finite (a NaN loss stops that fit
 and is reported with its step), since one seed's gap varies by a few thousandths of a nat.
@@ -40,6 +42,7 @@ def _fit(
     train: torch.Tensor,
     steps: int,
     lr: float,
+    clip_norm: float,
     seed: int,
 ) -> tuple[float, int | None]:
     """Adam with warm-up, cosine decay and clipping, as pyro-glow's trainer.
@@ -63,7 +66,7 @@ def _fit(
             return time.perf_counter() - start, step
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 50.0)
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
         optimizer.step()
         schedule.step()
     return time.perf_counter() - start, None
@@ -76,11 +79,14 @@ def _fit_standardised(
     test: torch.Tensor,
     steps: int,
     lr: float,
+    clip_norm: float,
     seed: int,
 ) -> dict[str, float]:
     """Fit a peer's ``log_prob`` on standardised data; its test NLL in the data's units."""
     mean, std = train.mean(0), train.std(0)
-    seconds, diverged_at = _fit(lambda x: flow((x - mean) / std), params, train, steps, lr, seed)
+    seconds, diverged_at = _fit(
+        lambda x: flow((x - mean) / std), params, train, steps, lr, clip_norm, seed
+    )
     nll = math.nan
     if diverged_at is None:
         with torch.no_grad():
@@ -94,7 +100,12 @@ def _fit_standardised(
 
 
 def pyro_stack(
-    train: torch.Tensor, test: torch.Tensor, steps: int, lr: float, seed: int
+    train: torch.Tensor,
+    test: torch.Tensor,
+    steps: int,
+    lr: float,
+    clip_norm: float,
+    seed: int,
 ) -> dict[str, float]:
     """Pyro's ``affine_coupling`` x LAYERS with swaps, on standardised data."""
     parts = []
@@ -104,12 +115,17 @@ def pyro_stack(
     base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
     flow = dist.TransformedDistribution(base, parts)
     return _fit_standardised(
-        flow.log_prob, list(modules.parameters()), train, test, steps, lr, seed
+        flow.log_prob, list(modules.parameters()), train, test, steps, lr, clip_norm, seed
     )
 
 
 def normflows_realnvp(
-    train: torch.Tensor, test: torch.Tensor, steps: int, lr: float, seed: int
+    train: torch.Tensor,
+    test: torch.Tensor,
+    steps: int,
+    lr: float,
+    clip_norm: float,
+    seed: int,
 ) -> dict[str, float]:
     """normflows' RealNVP: LAYERS affine coupling blocks with swaps, on standardised data."""
     import normflows as nf
@@ -119,11 +135,18 @@ def normflows_realnvp(
         net = nf.nets.MLP([1, HIDDEN, HIDDEN, 2], init_zeros=True)
         flows += [nf.flows.AffineCouplingBlock(net), nf.flows.Permute(2, mode="swap")]
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
-    return _fit_standardised(model.log_prob, list(model.parameters()), train, test, steps, lr, seed)
+    return _fit_standardised(
+        model.log_prob, list(model.parameters()), train, test, steps, lr, clip_norm, seed
+    )
 
 
 def pyro_glow_svi(
-    train: torch.Tensor, test: torch.Tensor, steps: int, lr: float, seed: int
+    train: torch.Tensor,
+    test: torch.Tensor,
+    steps: int,
+    lr: float,
+    clip_norm: float,
+    seed: int,
 ) -> dict[str, float]:
     """pyro-glow's vector Glow (its moons defaults: K=12, hidden 128) trained by its trainer,
     which draws the same data (same size and seed) itself."""
@@ -132,6 +155,7 @@ def pyro_glow_svi(
             data="moons",
             steps=steps,
             lr=lr,
+            clip_norm=clip_norm,
             seed=seed,
             train_size=len(train),
             test_size=len(test),
@@ -153,6 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, all models")
+    parser.add_argument(
+        "--clip-norm",
+        type=float,
+        default=VECTOR_DEFAULTS["clip_norm"],
+        help="global gradient-norm clip, all models",
+    )
     parser.add_argument("--train-size", type=int, default=VECTOR_DEFAULTS["train_size"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
     parser.add_argument("--json", default=None)
@@ -167,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in models}
     print(
         f"two-moons, noise 0.05, {args.train_size} training points, {args.steps} steps of "
-        f"batch {BATCH} at lr {args.lr:g}, seeds 0..{args.seeds - 1}"
+        f"batch {BATCH} at lr {args.lr:g}, clip {args.clip_norm:g}, seeds 0..{args.seeds - 1}"
     )
     print(f"{'model':34s} {'seed':>4s} {'params':>7s} {'test NLL':>9s} {'gap':>8s} {'seconds':>8s}")
     for seed in range(args.seeds):
@@ -175,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         true_nll = -moons_log_density(test.double(), 0.05).mean().item()
         for name, run in models.items():
             torch.manual_seed(seed)
-            result = run(train, test, args.steps, args.lr, seed)
+            result = run(train, test, args.steps, args.lr, args.clip_norm, seed)
             result.update(seed=seed, true_nll=true_nll, gap=result["test_nll"] - true_nll)
             results[name].append(result)
             diverged = result["diverged_at"]
@@ -201,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "steps": args.steps,
                     "lr": args.lr,
+                    "clip_norm": args.clip_norm,
                     "train_size": args.train_size,
                     "results": results,
                 },

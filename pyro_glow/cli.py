@@ -32,7 +32,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--optimizer", choices=("adam", "adamax"), default="adam")
     parser.add_argument("--lr-decay", choices=("cosine", "none"), default="cosine")
     parser.add_argument("--warmup-steps", type=int, help="default 300 (moons) or 200 (images)")
-    parser.add_argument("--clip-norm", type=float, default=50.0, help="global gradient norm")
+    parser.add_argument(
+        "--clip-norm",
+        type=float,
+        default=None,
+        help="global gradient-norm clip: default 2 (moons) or 50 (images); inf disables",
+    )
     parser.add_argument("--levels", type=int, default=3, help="multi-scale levels L (images)")
     parser.add_argument("--flow-steps", type=int, help="steps K per level: 12 (moons), 16")
     parser.add_argument("--hidden", type=int, help="coupling width: 128 (moons), 512 (images)")

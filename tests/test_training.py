@@ -472,3 +472,14 @@ def test_two_process_ddp_stops_both_ranks_at_the_same_step_on_time_limit(tmp_pat
     # The ranks agree on when to stop, at a logging step (a rank that stopped alone would
     # leave the other waiting in its all-reduce, and the run would time out).
     assert metrics["stopped_by_time_limit"] and metrics["steps"] % 5 == 0
+
+
+def test_clip_norm_defaults_by_kind_reaches_the_optimizer_and_is_validated(tmp_path):
+    assert TrainConfig(data="moons").resolved().clip_norm == 2.0
+    assert TrainConfig(data="folder:images").resolved().clip_norm == 50.0
+    assert Trainer(tiny_moons(tmp_path / "default")).optim.clip_norm == 2.0
+    unclipped = Trainer(tiny_moons(tmp_path / "inf", clip_norm=math.inf))
+    assert unclipped.optim.clip_norm == math.inf
+    for bad in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="clip_norm must be positive"):
+            TrainConfig(clip_norm=bad).resolved()
