@@ -549,7 +549,7 @@ class Trainer:
             raise TrainingDiverged(
                 f"{self.consecutive_nonfinite} non-finite losses in a row at step {self.step} "
                 f"({self.nonfinite} in all); stopped with the last checkpoint in {self.out} "
-                "intact. Lower --lr, raise --warmup-steps or set --clip-norm."
+                "intact. Lower --lr, raise --warmup-steps or lower --clip-norm."
             )
         return loss
 
