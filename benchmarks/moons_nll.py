@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
@@ -36,28 +37,36 @@ from pyro_glow.training import VECTOR_DEFAULTS, TrainConfig, Trainer
 BATCH, HIDDEN, LAYERS, WARMUP = 256, 128, 12, 300
 
 
+@dataclass(frozen=True)
+class Fit:
+    """What every model's fit shares: steps, peak learning rate, gradient-norm clip, seed."""
+
+    steps: int
+    lr: float
+    clip_norm: float
+    seed: int
+
+
 def _fit(
     log_prob: Callable[[torch.Tensor], torch.Tensor],
     params: list[torch.nn.Parameter],
     train: torch.Tensor,
-    steps: int,
-    lr: float,
-    clip_norm: float,
-    seed: int,
+    fit: Fit,
 ) -> tuple[float, int | None]:
     """Adam with warm-up, cosine decay and clipping, as pyro-glow's trainer.
 
     Returns the seconds taken and the step at which the loss first was not finite (the fit
     stops there), or ``None``.
     """
-    optimizer = torch.optim.Adam(params, lr=lr)
+    steps = fit.steps
+    optimizer = torch.optim.Adam(params, lr=fit.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda t: (
             min(1.0, (t + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
         ),
     )
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(fit.seed)
     start = time.perf_counter()
     for step in range(steps):
         batch = train[torch.randint(len(train), (BATCH,), generator=generator)]
@@ -66,7 +75,7 @@ def _fit(
             return time.perf_counter() - start, step
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        torch.nn.utils.clip_grad_norm_(params, fit.clip_norm)
         optimizer.step()
         schedule.step()
     return time.perf_counter() - start, None
@@ -77,16 +86,11 @@ def _fit_standardised(
     params: list[torch.nn.Parameter],
     train: torch.Tensor,
     test: torch.Tensor,
-    steps: int,
-    lr: float,
-    clip_norm: float,
-    seed: int,
+    fit: Fit,
 ) -> dict[str, float]:
     """Fit a peer's ``log_prob`` on standardised data; its test NLL in the data's units."""
     mean, std = train.mean(0), train.std(0)
-    seconds, diverged_at = _fit(
-        lambda x: flow((x - mean) / std), params, train, steps, lr, clip_norm, seed
-    )
+    seconds, diverged_at = _fit(lambda x: flow((x - mean) / std), params, train, fit)
     nll = math.nan
     if diverged_at is None:
         with torch.no_grad():
@@ -99,14 +103,7 @@ def _fit_standardised(
     }
 
 
-def pyro_stack(
-    train: torch.Tensor,
-    test: torch.Tensor,
-    steps: int,
-    lr: float,
-    clip_norm: float,
-    seed: int,
-) -> dict[str, float]:
+def pyro_stack(train: torch.Tensor, test: torch.Tensor, fit: Fit) -> dict[str, float]:
     """Pyro's ``affine_coupling`` x LAYERS with swaps, on standardised data."""
     parts = []
     for _ in range(LAYERS):
@@ -114,19 +111,10 @@ def pyro_stack(
     modules = torch.nn.ModuleList([p for p in parts if isinstance(p, torch.nn.Module)])
     base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
     flow = dist.TransformedDistribution(base, parts)
-    return _fit_standardised(
-        flow.log_prob, list(modules.parameters()), train, test, steps, lr, clip_norm, seed
-    )
+    return _fit_standardised(flow.log_prob, list(modules.parameters()), train, test, fit)
 
 
-def normflows_realnvp(
-    train: torch.Tensor,
-    test: torch.Tensor,
-    steps: int,
-    lr: float,
-    clip_norm: float,
-    seed: int,
-) -> dict[str, float]:
+def normflows_realnvp(train: torch.Tensor, test: torch.Tensor, fit: Fit) -> dict[str, float]:
     """normflows' RealNVP: LAYERS affine coupling blocks with swaps, on standardised data."""
     import normflows as nf
 
@@ -135,32 +123,23 @@ def normflows_realnvp(
         net = nf.nets.MLP([1, HIDDEN, HIDDEN, 2], init_zeros=True)
         flows += [nf.flows.AffineCouplingBlock(net), nf.flows.Permute(2, mode="swap")]
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
-    return _fit_standardised(
-        model.log_prob, list(model.parameters()), train, test, steps, lr, clip_norm, seed
-    )
+    return _fit_standardised(model.log_prob, list(model.parameters()), train, test, fit)
 
 
-def pyro_glow_svi(
-    train: torch.Tensor,
-    test: torch.Tensor,
-    steps: int,
-    lr: float,
-    clip_norm: float,
-    seed: int,
-) -> dict[str, float]:
+def pyro_glow_svi(train: torch.Tensor, test: torch.Tensor, fit: Fit) -> dict[str, float]:
     """pyro-glow's vector Glow (its moons defaults: K=12, hidden 128) trained by its trainer,
     which draws the same data (same size and seed) itself."""
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(
             data="moons",
-            steps=steps,
-            lr=lr,
-            clip_norm=clip_norm,
-            seed=seed,
+            steps=fit.steps,
+            lr=fit.lr,
+            clip_norm=fit.clip_norm,
+            seed=fit.seed,
             train_size=len(train),
             test_size=len(test),
             out=out,
-            checkpoint_every=steps,
+            checkpoint_every=fit.steps,
         )
         trainer = Trainer(config)
         metrics = trainer.run()
@@ -205,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         true_nll = -moons_log_density(test.double(), 0.05).mean().item()
         for name, run in models.items():
             torch.manual_seed(seed)
-            result = run(train, test, args.steps, args.lr, args.clip_norm, seed)
+            result = run(train, test, Fit(args.steps, args.lr, args.clip_norm, seed))
             result.update(seed=seed, true_nll=true_nll, gap=result["test_nll"] - true_nll)
             results[name].append(result)
             diverged = result["diverged_at"]
