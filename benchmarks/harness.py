@@ -2,6 +2,13 @@
 
 Every comparison runs its candidates alternately in one process (A B C A B C ... after
 warm-up), so that a change in machine load hits every side alike, and reports medians.
+
+Importing this module makes glibc keep freed memory for the rest of the process
+(:func:`pyro_glow.allocator.retain_freed_memory`, as ``pyro-glow train`` does). With the
+default allocator the sides of a comparison share one heap whose blocks go back to the
+system and fault in again, so that one side's step pays page faults that the other's frees
+cause: in one process pyro-glow's Glow step came out at 0.81 of normflows' against 0.87-0.90
+with each library alone in its own process (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+
+from pyro_glow.allocator import retain_freed_memory
+
+FREED_MEMORY_RETAINED = retain_freed_memory()
 
 
 def alternate(
@@ -93,7 +104,11 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
     """The ratio table: each ratio, its target and whether this run met it, headed by the
     host's vector instruction set and thread count (the CPU ratios depend on both)."""
     host = machine()
-    print(f"host: {host['cpu_capability']}, {host['threads']} threads, torch {host['torch']}")
+    allocator = "freed memory retained" if host["freed_memory_retained"] else "default allocator"
+    print(
+        f"host: {host['cpu_capability']}, {host['threads']} threads, torch {host['torch']}, "
+        f"{allocator}"
+    )
     print(f"{'ratio':58s} {'value':>7s} {'target':>9s}  met")
     for row in rows:
         if row["target"] is None:
@@ -114,6 +129,7 @@ def machine() -> dict[str, Any]:
         # channels-last convolutions gain more over NCHW on some than on others.
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "freed_memory_retained": FREED_MEMORY_RETAINED,
     }
 
 

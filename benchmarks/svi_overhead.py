@@ -14,7 +14,6 @@ them).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import warnings
@@ -22,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import pyro
 import torch
+from harness import machine, write_json
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO
 
 from pyro_glow import glow
@@ -104,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     results = {}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    host = machine()
+    print(
+        f"torch {host['torch']}, {host['threads']} threads, freed memory retained: "
+        f"{host['freed_memory_retained']}"
+    )
     header = ("SVI ms", "jit ms", "plain ms", "overhead", "jit ovh.")
     print(f"{'case':72s}" + "".join(f" {column:>9s}" for column in header))
     for name, (shape, kwargs, batch_size) in CASES.items():
@@ -118,9 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + "".join(f" {value:9.2f}" for value in times)
             + "".join(f" {value:9.1%}" for value in overheads)
         )
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    write_json(args.json, results)
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .allocator import retain_freed_memory
 from .checkpoint import CheckpointWriteError, RunFolderLocked, read_checkpoint
 from .plots import plot_run, save_samples
 from .priors import PRIORS
@@ -97,6 +98,7 @@ def _train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["out"] = args.out or str(Path("runs") / args.data.replace(":", "_").replace("/", "_"))
+    retain_freed_memory()  # 4-8% faster CPU steps: no page faults for reallocated activations
     try:
         trainer = Trainer(TrainConfig(**values), resume=args.resume)
         metrics = trainer.run()
