@@ -7,8 +7,8 @@ Importing this module makes glibc keep freed memory for the rest of the process
 (:func:`pyro_glow.allocator.retain_freed_memory`, as ``pyro-glow train`` does). With the
 default allocator the sides of a comparison share one heap whose blocks go back to the
 system and fault in again, so that one side's step pays page faults that the other's frees
-cause: in one process pyro-glow's Glow step came out at 0.81 of normflows' against 0.87-0.90
-with each library alone in its own process (docs/benchmarks.md).
+cause: in one process pyro-glow's Glow step came out at 0.81-0.84 of normflows' against
+0.83-0.95 with each library alone in its own process (docs/benchmarks.md).
 """
 
 from __future__ import annotations
