@@ -33,6 +33,7 @@ bench: $(STAMP)
 	mkdir -p runs/bench
 	$(PY) benchmarks/svi_overhead.py --json runs/bench/svi_overhead.json
 	$(PY) benchmarks/glow_step.py --compile --json runs/bench/glow_step.json
+	$(PY) benchmarks/step_alone.py --json runs/bench/step_alone.json
 	$(PY) benchmarks/ops.py --quick --json runs/bench/ops.json
 	$(PY) benchmarks/sampling.py --json runs/bench/sampling.json
 	$(PY) benchmarks/memory.py --json runs/bench/memory.json

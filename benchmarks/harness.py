@@ -9,6 +9,8 @@ default allocator the sides of a comparison share one heap whose blocks go back 
 system and fault in again, so that one side's step pays page faults that the other's frees
 cause: in one process pyro-glow's Glow step came out at 0.81-0.84 of normflows' against
 0.83-0.95 with each library alone in its own process (docs/benchmarks.md).
+``PYRO_GLOW_DEFAULT_ALLOCATOR=1`` in the environment keeps glibc's default instead (to
+reproduce figures taken before 2026-12-03, or ``step_alone.py --default-allocator``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import torch
 
 from pyro_glow.allocator import retain_freed_memory
 
-FREED_MEMORY_RETAINED = retain_freed_memory()
+FREED_MEMORY_RETAINED = os.environ.get("PYRO_GLOW_DEFAULT_ALLOCATOR") != "1" and (
+    retain_freed_memory()
+)
 
 
 def alternate(
