@@ -43,9 +43,11 @@ from pyro_glow.transforms import AffineCoupling
 PHASES = ("forward", "backward", "clip", "optimizer")
 
 
-def _stepper(
+def timed_step(
     parameters: list[torch.nn.Parameter], loss: Callable[[], torch.Tensor], sync: bool
 ) -> Callable[[], list[float]]:
+    """A training step over ``parameters`` (multi-tensor Adam, global clipping at 50) that
+    returns the seconds of each of :data:`PHASES`; ``sync`` waits for the GPU at each mark."""
     optimizer = torch.optim.Adam(parameters, lr=1e-5, foreach=True)
 
     def clock() -> float:
@@ -122,8 +124,8 @@ def compare(
     ours.log_prob(x), peer.log_prob(x - 0.5, None)  # data-dependent ActNorm initialisation
     sync = device == "cuda"
     candidates = {
-        "pyro-glow": _stepper(list(ours.parameters()), lambda: -ours.log_prob(x).mean(), sync),
-        "normflows": _stepper(
+        "pyro-glow": timed_step(list(ours.parameters()), lambda: -ours.log_prob(x).mean(), sync),
+        "normflows": timed_step(
             list(peer.parameters()), lambda: -peer.log_prob(x - 0.5, None).mean(), sync
         ),
     }
@@ -132,7 +134,7 @@ def compare(
             ("pyro-glow nets only", ours, lambda: ours.log_prob(x)),
             ("normflows nets only", peer, lambda: peer.log_prob(x - 0.5, None)),
         ):
-            candidates[name] = _stepper(*networks_alone(model, run), sync)
+            candidates[name] = timed_step(*networks_alone(model, run), sync)
     result: dict = {"parameters": check_parameter_counts(ours, peer, "Glow")}
     if args.compile:
         explanation = torch._dynamo.explain(lambda: -ours.log_prob(x).mean())()
@@ -143,7 +145,7 @@ def compare(
         start = time.perf_counter()
         (-compiled(x).mean()).backward()
         result["compile_seconds"] = time.perf_counter() - start
-        candidates["pyro-glow compiled"] = _stepper(
+        candidates["pyro-glow compiled"] = timed_step(
             list(ours.parameters()), lambda: -compiled(x).mean(), sync
         )
     times: dict[str, list[list[float]]] = {name: [] for name in candidates}

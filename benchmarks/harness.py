@@ -9,8 +9,9 @@ default allocator the sides of a comparison share one heap whose blocks go back 
 system and fault in again, so that one side's step pays page faults that the other's frees
 cause: in one process pyro-glow's Glow step came out at 0.81-0.84 of normflows' against
 0.83-0.95 with each library alone in its own process (docs/benchmarks.md).
-``PYRO_GLOW_DEFAULT_ALLOCATOR=1`` in the environment keeps glibc's default instead (to
-reproduce figures taken before 2026-12-03, or ``step_alone.py --default-allocator``).
+``PYRO_GLOW_DEFAULT_ALLOCATOR=1`` in the environment keeps glibc's default instead: the
+setting of the figures taken before 2026-12-03 (``step_alone.py --default-allocator`` sets it
+for its subprocesses).
 """
 
 from __future__ import annotations

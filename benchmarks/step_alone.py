@@ -6,7 +6,7 @@ The check on ``glow_step.py``'s one-process comparison: sides that share a proce
 heap, and with glibc's default allocator one side's step can pay the page faults the other's
 frees cause (docs/benchmarks.md). Here each round starts one fresh interpreter per side (A B,
 A B, ...); each builds the model of ``glow_step.py`` (L=3, K=8, hidden 128, batch 32,
-3x32x32, float32, plain PyTorch loop with global clipping and multi-tensor Adam), takes three
+3x32x32, float32, and its step: global clipping, multi-tensor Adam), takes three
 warm-up steps and reports the median of ``--steps`` steps. The table gives each side's median
 over the rounds and the ratio. ``--default-allocator`` runs the processes with glibc's default
 (``PYRO_GLOW_DEFAULT_ALLOCATOR=1``) instead of retaining freed memory. Needs
@@ -22,10 +22,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 
 import torch
+from glow_step import timed_step
 from harness import machine, normflows_glow, write_json
 
 from pyro_glow import glow
@@ -50,19 +50,13 @@ def _child(side: str, steps: int) -> dict[str, float]:
 
     with torch.no_grad():
         loss()  # data-dependent ActNorm initialisation
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, foreach=True)
-    times = []
-    for index in range(3 + steps):
-        start = time.perf_counter()
-        if index == 3:
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        optimizer.zero_grad()
-        loss().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
-        optimizer.step()
-        times.append(time.perf_counter() - start)
+    step = timed_step(list(model.parameters()), loss, sync=False)
+    for _ in range(3):
+        step()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    times = [sum(step()) for _ in range(steps)]
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    return {"ms": 1e3 * statistics.median(times[3:]), "faults_per_step": faults / steps}
+    return {"ms": 1e3 * statistics.median(times), "faults_per_step": faults / steps}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
