@@ -21,13 +21,8 @@ from torch.nn.modules.module import (
 )
 
 from .transforms.actnorm import ActNorm
-from .transforms.base import (
-    FlowTransform,
-    check_device_and_dtype,
-    check_tensor,
-    forward_and_log_det,
-    inverse_and_log_det,
-)
+from .transforms.base import FlowTransform, check_device_and_dtype, check_tensor
+from .transforms.compose import forward_and_log_det, inverse_and_log_det
 
 
 class _ModuleTreeVersion:
@@ -77,7 +72,7 @@ class FlowDistribution(dist.TransformedDistribution):
     for its log-determinant; pyro-glow's layers hand that back from a cache, but the
     bookkeeping per layer is Python work that shows on small models (docs/benchmarks.md,
     SVI's overhead). Here each layer computes its inverse and log-determinant together
-    (:func:`~pyro_glow.transforms.base.inverse_and_log_det`), the same value with less
+    (:func:`~pyro_glow.transforms.compose.inverse_and_log_det`), the same value with less
     Python. A value this distribution drew itself (``sample``/``rsample``, as a guide's
     draw is scored) keeps the cached path, which needs no inverse at all. ``density``, if
     given, computes the log-density of other values instead while gradients are enabled

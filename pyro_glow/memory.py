@@ -35,9 +35,10 @@ class MemorySavingStep(FlowTransform):
     time; the price is one more forward pass of each step in backward. Without autograd the
     step runs as is.
 
-    ActNorm's data-dependent initialisation happens in the first pass, before the layer's
-    parameters are used, so the recomputation (which finds the layer initialised) repeats the
-    first pass exactly.
+    The recomputation must repeat the first pass exactly. An uninitialised ActNorm runs alone
+    (it initialises from its input), an initialised one fused with the 1x1 convolution before
+    it (:class:`~pyro_glow.transforms.compose.LinearPairs`), so the step's first batch
+    initialises its ActNorm layers in a pass without autograd before the recorded one.
 
     Shapes: those of the wrapped layers (``[..., C, H, W]`` or ``[..., D]``).
 
@@ -66,10 +67,14 @@ class MemorySavingStep(FlowTransform):
             )
         super().__init__(event_dim=dims.pop(), cache_size=cache_size)
         self.step = ComposeTransformModule(parts)
+        self._actnorms = [module for module in self.step.modules() if isinstance(module, ActNorm)]
 
     def _run(self, fused: _Fused, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not torch.is_grad_enabled():
             return fused(self.step, x)
+        if not all(actnorm._is_initialized() for actnorm in self._actnorms):
+            with torch.no_grad():
+                fused(self.step, x)
         return checkpoint(fused, self.step, x, use_reentrant=False)
 
     def _forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -378,11 +378,13 @@ class Trainer:
             self._fit_units()
             if self.is_main:
                 (self.out / "metrics.jsonl").write_text("")
+        # Every mode's first step then runs the initialised model (ActNorm fused with the 1x1
+        # convolution before it), as --jit's trace and --compile's graph do.
+        self._initialize_on_first_batch()
         distribution: Callable[[], Any] = self.flow
         if self.world_size > 1:
             distribution = self._distributed_flow()
         if self.config.compile:
-            self._initialize_on_first_batch()
             self.flow.compile_density()
         elbo = JitTrace_ELBO(ignore_jit_warnings=True) if self.config.jit else Trace_ELBO()
         self.svi = SVI(density_model(self.flow, distribution), empty_guide, self.optim, elbo)
@@ -414,7 +416,6 @@ class Trainer:
         stream), as a single process with the same global batch would; DDP then broadcasts
         rank 0's state, and each backward averages the gradients of the ranks' shards.
         """
-        self._initialize_on_first_batch()
         return torch.nn.parallel.DistributedDataParallel(self.flow)
 
     def _initialize_on_first_batch(self) -> None:

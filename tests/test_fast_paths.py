@@ -1,5 +1,6 @@
 """The speed paths: kept 1x1-convolution matrices never go stale; channels-last nets compute
-the same values as the plain layout; ``Flow.pyro_module`` registers what ``pyro.module``
+the same values as the plain layout; fused ActNorm + 1x1 convolution pairs compute what the
+layers compute one by one; ``Flow.pyro_module`` registers what ``pyro.module``
 registers, after any change to the flow."""
 
 import copy
@@ -13,7 +14,13 @@ from pyro import poutine
 from torch import nn
 
 from pyro_glow import glow
-from pyro_glow.transforms import AffineCoupling, InvertibleConv1x1
+from pyro_glow.transforms import (
+    AffineCoupling,
+    InvertibleConv1x1,
+    forward_and_log_det,
+    inverse_and_log_det,
+)
+from pyro_glow.transforms.compose import LinearPairs, _event_dims_along
 
 
 def _no_grad_output(layer, x):
@@ -112,3 +119,47 @@ def test_pyro_module_registers_what_pyro_module_registers_after_every_change():
     sites = _assert_registers_as_pyro_module(flow)
     assert all(value.dtype == torch.float64 for value in sites.values())
     pyro.clear_param_store()
+
+
+def _pairs_of(transform, generative=False):
+    return LinearPairs(list(transform.parts), _event_dims_along(transform), generative)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (4,)], ids=["images", "vectors"])
+def test_fused_actnorm_conv1x1_pairs_equal_the_layers_one_by_one(shape):
+    """The one-pass walkers fuse each ActNorm with the 1x1 convolution before it
+    (``LinearPairs``); Pyro's path (``transform.inv``, ``transform(z)`` and
+    ``log_abs_det_jacobian``) runs every layer on its own. Same maps, log-determinants and
+    gradients to every parameter, both directions (float64; one level, so that no ``Split``
+    walks its inner levels on the fused path inside the reference)."""
+    flow = glow(shape, levels=1, steps=3, hidden=6).double()
+    transform = flow.transform
+    x = torch.rand((5,) + shape, dtype=torch.float64)
+    assert not _pairs_of(transform).starts  # ActNorm not yet initialised: nothing fused
+    flow.log_prob(x)
+    perturb_(flow, scale=0.2)
+    assert len(_pairs_of(transform).starts) == 3 and len(_pairs_of(transform, True).starts) == 3
+    parameters = list(flow.parameters())
+
+    def outputs_and_gradients(fused, inverse):
+        flow.clear_cache()
+        source = x if inverse else transform.inv(x).detach()
+        if fused:
+            walk = inverse_and_log_det if inverse else forward_and_log_det
+            out, log_det = walk(transform, source)
+        elif inverse:
+            out = transform.inv(source)
+            log_det = transform.log_abs_det_jacobian(out, source)
+        else:
+            out = transform(source)
+            log_det = transform.log_abs_det_jacobian(source, out)
+        loss = (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum() + log_det.sum()
+        return [out, log_det, *torch.autograd.grad(loss, parameters)]
+
+    for inverse in (True, False):
+        fused, layers = outputs_and_gradients(True, inverse), outputs_and_gradients(False, inverse)
+        assert fused[1].shape == (5,)
+        for a, b in zip(fused, layers, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    z, _ = inverse_and_log_det(transform, x)
+    torch.testing.assert_close(forward_and_log_det(transform, z)[0], x, rtol=0, atol=1e-12)

@@ -51,7 +51,7 @@ from pyro_glow.checkpoint import (
 from pyro_glow.cli import main as cli_main
 from pyro_glow.training import TrainConfig, Trainer
 
-STEPS = 400
+STEPS = 600
 TINY = dict(flow_steps=2, hidden=8, train_size=256, test_size=64, batch_size=32)
 LOG_EVERY = 10
 CHECKPOINT_EVERY = 2

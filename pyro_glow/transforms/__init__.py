@@ -2,8 +2,9 @@
 
 from .actnorm import ActNorm
 from .affine import ElementwiseAffine
-from .base import FlowTransform, forward_and_log_det, inverse_and_log_det
-from .conv1x1 import InvertibleConv1x1
+from .base import FlowTransform
+from .compose import forward_and_log_det, inverse_and_log_det
+from .conv1x1 import InvertibleConv1x1, lu_matrix
 from .coupling import AffineCoupling
 from .piecewise import PiecewiseLinear
 from .rescale import Rescale
@@ -23,4 +24,5 @@ __all__ = [
     "Unsqueeze",
     "forward_and_log_det",
     "inverse_and_log_det",
+    "lu_matrix",
 ]

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
-from functools import reduce
 from typing import Any, NamedTuple
 
 import torch
 from pyro.distributions.torch_transform import TransformModule
 from torch import nn
-from torch.distributions import ComposeTransform, Transform, constraints
-from torch.distributions.utils import _sum_rightmost
+from torch.distributions import constraints
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 
@@ -244,44 +241,3 @@ def soft_clamp(raw: torch.Tensor, bound: float, negate: bool = False) -> torch.T
     """``bound * tanh(raw / bound)``: the identity near 0, smooth, within ``(-bound, bound)``;
     with ``negate``, its negative at no extra cost (one element-wise pass fewer than ``-s``)."""
     return (-bound if negate else bound) * torch.tanh(raw * (1.0 / bound))
-
-
-def _event_dims_along(compose: ComposeTransform) -> list[int]:
-    """Event dim of the tensor entering each part of ``compose``."""
-    dims = [compose.domain.event_dim]
-    for part in compose.parts[:-1]:
-        dims.append(dims[-1] + part.codomain.event_dim - part.domain.event_dim)
-    return dims
-
-
-def forward_and_log_det(transform: Transform, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(transform(x), log|det J|)`` for any transform, fused where the parts allow it.
-
-    pyro-glow layers and compositions of them run each network once; any other Transform
-    falls back to ``transform(x)`` and ``transform.log_abs_det_jacobian(x, y)``.
-    """
-    if isinstance(transform, FlowTransform):
-        return transform.forward_and_log_det(x)
-    if isinstance(transform, ComposeTransform) and transform.parts:
-        terms = []
-        for part, event_dim in zip(transform.parts, _event_dims_along(transform), strict=True):
-            x, log_det = forward_and_log_det(part, x)
-            terms.append(_sum_rightmost(log_det, event_dim - part.domain.event_dim))
-        return x, reduce(operator.add, terms)
-    y = transform(x)
-    return y, transform.log_abs_det_jacobian(x, y)
-
-
-def inverse_and_log_det(transform: Transform, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(transform.inv(y), log|det J|)`` with J the Jacobian of the forward map at the result."""
-    if isinstance(transform, FlowTransform):
-        return transform.inverse_and_log_det(y)
-    if isinstance(transform, ComposeTransform) and transform.parts:
-        terms = []
-        along = list(zip(transform.parts, _event_dims_along(transform), strict=True))
-        for part, event_dim in reversed(along):
-            y, log_det = inverse_and_log_det(part, y)
-            terms.append(_sum_rightmost(log_det, event_dim - part.domain.event_dim))
-        return y, reduce(operator.add, terms)
-    x = transform.inv(y)
-    return x, transform.log_abs_det_jacobian(x, y)

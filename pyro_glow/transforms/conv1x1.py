@@ -100,24 +100,13 @@ class InvertibleConv1x1(FlowTransform):
         self.upgrade_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        lower = self.lu.tril(-1) + self.identity
-        upper = self.lu.triu(1) + torch.diag(self.diag_sign * self.lu.diagonal().exp())
-        return lower, upper
-
     def weight(self) -> torch.Tensor:
         """``W = P L U``, the normalizing-direction matrix (``C x C``)."""
-        lower, upper = self._factors()
-        # P (L U) picks rows of L U: a gather, cheaper than a product (and its backward).
-        return (lower @ upper).index_select(0, self.permutation.argmax(dim=1))
+        return lu_matrix(self.lu, self.diag_sign, self.permutation, self.identity)
 
     def inverse_weight(self) -> torch.Tensor:
         """``W^{-1} = U^{-1} L^{-1} P^T`` by two triangular solves."""
-        lower, upper = self._factors()
-        lower_inv_pt = torch.linalg.solve_triangular(
-            lower, self.permutation.T, upper=False, unitriangular=True
-        )
-        return torch.linalg.solve_triangular(upper, lower_inv_pt, upper=True)
+        return lu_matrix(self.lu, self.diag_sign, self.permutation, self.identity, inverse=True)
 
     def _matrix(self, inverse: bool) -> torch.Tensor:
         """``W^{-1}`` (``inverse``) or ``W``. Without autograd (sampling, evaluation) the
@@ -156,3 +145,25 @@ class InvertibleConv1x1(FlowTransform):
 
     def _inverse_and_log_det(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._mix(y, self._matrix(inverse=False)), self._log_det(y)
+
+
+def lu_matrix(
+    lu: torch.Tensor,
+    diag_sign: torch.Tensor,
+    permutation: torch.Tensor,
+    identity: torch.Tensor,
+    inverse: bool = False,
+) -> torch.Tensor:
+    """``W = P L U`` (or ``W^{-1}`` if ``inverse``) from the packed factors ``lu`` of
+    :class:`InvertibleConv1x1`, the signs of ``U``'s diagonal and the permutation matrix
+    ``P``; any leading batch dimensions (``[..., C, C]``), so that the matrices of several
+    layers come from one batched computation (:class:`~pyro_glow.transforms.compose.LinearPairs`).
+    ``W^{-1} = U^{-1} L^{-1} P^T`` comes from two triangular solves, never ``inverse()``."""
+    lower = lu.tril(-1) + identity
+    upper = lu.triu(1) + torch.diag_embed(diag_sign * lu.diagonal(dim1=-2, dim2=-1).exp())
+    if inverse:
+        lower_inv_pt = torch.linalg.solve_triangular(
+            lower, permutation.mT, upper=False, unitriangular=True
+        )
+        return torch.linalg.solve_triangular(upper, lower_inv_pt, upper=True)
+    return permutation @ (lower @ upper)

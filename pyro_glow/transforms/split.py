@@ -7,14 +7,8 @@ from torch import nn
 from torch.distributions import Transform
 
 from ..nets import zero_init
-from .base import (
-    FlowTransform,
-    batch_shape_of,
-    flatten_batch,
-    forward_and_log_det,
-    inverse_and_log_det,
-    soft_clamp,
-)
+from .base import FlowTransform, batch_shape_of, flatten_batch, soft_clamp
+from .compose import forward_and_log_det, inverse_and_log_det
 
 
 class Split(FlowTransform):
