@@ -232,9 +232,19 @@ def batch_shape_of(x: torch.Tensor, event_dim: int) -> torch.Size:
 
 
 def flatten_batch(x: torch.Tensor, event_dim: int) -> torch.Tensor:
-    """``[*batch, *event] -> [prod(batch), *event]`` (works for an empty or scalar batch)."""
+    """``[*batch, *event] -> [prod(batch), *event]`` (works for an empty or scalar batch;
+    ``x`` itself when it already has one batch dimension)."""
+    if x.dim() == event_dim + 1:
+        return x
     event_shape = x.shape[x.dim() - event_dim :]
     return x.reshape((math.prod(batch_shape_of(x, event_dim)),) + tuple(event_shape))
+
+
+def in_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dtype`` (``x`` itself, without a call into torch, when it already is): under
+    bfloat16 autocast products and networks return bfloat16, and the flow's stream keeps the
+    data's dtype."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 def soft_clamp(raw: torch.Tensor, bound: float, negate: bool = False) -> torch.Tensor:

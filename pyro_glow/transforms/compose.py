@@ -18,7 +18,7 @@ from torch.distributions import ComposeTransform, Transform
 from torch.distributions.utils import _sum_rightmost
 
 from .actnorm import ActNorm
-from .base import FlowTransform, batch_shape_of
+from .base import FlowTransform, batch_shape_of, in_dtype
 from .conv1x1 import InvertibleConv1x1, lu_matrix
 
 
@@ -98,7 +98,9 @@ class LinearPairs:
             matrices = log_scale.exp().unsqueeze(-1) * matrix
         else:
             matrices = matrix * (-log_scale).exp().unsqueeze(-2)
-            bias = (matrices @ bias.unsqueeze(-1)).squeeze(-1)
+            # -W diag(e^-s) b, so that the product adds it (a beta of -1 would cost a pass
+            # over the images' gradient in backward)
+            bias = (matrices @ bias.unsqueeze(-1)).squeeze(-1).neg()
         per_pixel = log_scale.sum(-1) - lu.diagonal(dim1=-2, dim2=-1).sum(-1)
         return matrices.unbind(0), bias.unbind(0), per_pixel
 
@@ -113,21 +115,19 @@ class LinearPairs:
             act._check_input(x, "input of the inverse")
         matrices, biases, _ = self.maps[group]
         matrix, bias = matrices[member], biases[member]
-        beta = 1.0 if self.generative else -1.0
         if conv._event_dim == 1:
             flat = x.reshape(-1, x.shape[-1])
-            out = torch.addmm(bias, flat, matrix.mT, beta=beta).reshape(x.shape)
+            out = torch.addmm(bias, flat, matrix.mT).reshape(x.shape)
             pixels = 1
         else:
             channels, pixels = x.shape[-3], x.shape[-2] * x.shape[-1]
             flat = x.reshape(-1, channels, pixels)
             matrices = matrix.expand(flat.shape[0], channels, channels)
-            out = torch.baddbmm(bias.unsqueeze(-1), matrices, flat, beta=beta).reshape(x.shape)
+            out = torch.baddbmm(bias.unsqueeze(-1), matrices, flat).reshape(x.shape)
         self.pixels[group] = pixels
         if self.batch_shape is None:
             self.batch_shape = batch_shape_of(x, conv._event_dim)
-        # Under autocast the product may run in bfloat16; the flow's stream keeps x's dtype.
-        return out.to(x.dtype)
+        return in_dtype(out, x.dtype)
 
     def log_det(self, terms: list[torch.Tensor]) -> torch.Tensor:
         """The other parts' log-determinant ``terms`` plus those of the applied pairs."""

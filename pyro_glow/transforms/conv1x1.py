@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import FlowTransform, _OptimizerStepCounter, batch_shape_of
+from .base import FlowTransform, _OptimizerStepCounter, batch_shape_of, in_dtype
 
 
 class InvertibleConv1x1(FlowTransform):
@@ -126,7 +126,7 @@ class InvertibleConv1x1(FlowTransform):
     def _mix(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         # Under autocast the product may run in bfloat16; the flow's stream stays in x's dtype.
         if self._event_dim == 1:
-            return (x @ matrix.T).to(x.dtype)
+            return in_dtype(x @ matrix.T, x.dtype)
         # One batched matrix product over [N, C, H*W]: the same map as a 1x1 conv2d, and
         # 5-10x faster on the CPU at Glow's shapes (benchmarks/ops.py). The matrix is expanded
         # over the batch (a view) so that neither direction of autograd copies the images, as
@@ -134,7 +134,7 @@ class InvertibleConv1x1(FlowTransform):
         channels = x.shape[-3]
         pixels = x.reshape(-1, channels, x.shape[-2] * x.shape[-1])
         matrices = matrix.expand(pixels.shape[0], channels, channels)
-        return torch.bmm(matrices, pixels).reshape(x.shape).to(x.dtype)
+        return in_dtype(torch.bmm(matrices, pixels).reshape(x.shape), x.dtype)
 
     def _log_det(self, x: torch.Tensor) -> torch.Tensor:
         pixels = x.shape[-1] * x.shape[-2] if self._event_dim == 3 else 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..nets import channels_last, check_activation, coupling_convnet, coupling_mlp
-from .base import FlowTransform, batch_shape_of, flatten_batch, soft_clamp
+from .base import FlowTransform, batch_shape_of, flatten_batch, in_dtype, soft_clamp
 
 MASKS = ("channel", "checkerboard")
 
@@ -165,14 +165,15 @@ class AffineCoupling(FlowTransform):
         if self._event_dim == 3:
             # The net runs channels-last (fastest on the CPU); its small output goes back to
             # the flow's contiguous layout, so that the halves below are contiguous too.
-            flat = self.net(channels_last(flatten_batch(x_cond, 3))).contiguous()
-            out = flat.reshape(batch_shape_of(x_cond, 3) + flat.shape[1:])
+            out = self.net(channels_last(flatten_batch(x_cond, 3))).contiguous()
+            if x_cond.dim() != 4:
+                out = out.reshape(batch_shape_of(x_cond, 3) + out.shape[1:])
             channel_dim = -3
         else:
             out = self.net(x_cond)
             channel_dim = -1
         # Under bfloat16 autocast the network runs in bfloat16; scales and log-dets do not.
-        out = out.to(x_cond.dtype)
+        out = in_dtype(out, x_cond.dtype)
         if self.additive:
             return out, None
         shift, raw = out.chunk(2, dim=channel_dim)

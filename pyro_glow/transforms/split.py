@@ -7,7 +7,7 @@ from torch import nn
 from torch.distributions import Transform
 
 from ..nets import zero_init
-from .base import FlowTransform, batch_shape_of, flatten_batch, soft_clamp
+from .base import FlowTransform, batch_shape_of, flatten_batch, in_dtype, soft_clamp
 from .compose import forward_and_log_det, inverse_and_log_det
 
 
@@ -81,8 +81,9 @@ class Split(FlowTransform):
         self._check_channels(x, name, self.features)
 
     def _conditional_prior(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.prior_net(flatten_batch(kept, 3)).to(kept.dtype)
-        out = out.reshape(batch_shape_of(kept, 3) + out.shape[1:])
+        out = in_dtype(self.prior_net(flatten_batch(kept, 3)), kept.dtype)
+        if kept.dim() != 4:
+            out = out.reshape(batch_shape_of(kept, 3) + out.shape[1:])
         mean, raw = out.chunk(2, dim=-3)
         return mean, soft_clamp(raw, self.scale_bound)
 
