@@ -149,46 +149,43 @@ def forward_and_log_det(transform: Transform, x: torch.Tensor) -> tuple[torch.Te
     1x1 convolution pairs as one map, :class:`LinearPairs`); any other Transform falls back
     to ``transform(x)`` and ``transform.log_abs_det_jacobian(x, y)``.
     """
-    if isinstance(transform, FlowTransform):
-        return transform.forward_and_log_det(x)
-    if isinstance(transform, ComposeTransform) and transform.parts:
-        parts, dims = transform.parts, _event_dims_along(transform)
-        pairs = LinearPairs(parts, dims, generative=True)
-        terms = []
-        index = 0
-        while index < len(parts):
-            if index in pairs.starts:
-                x = pairs.apply(index, x)
-                index += 2
-                continue
-            part = parts[index]
-            x, log_det = forward_and_log_det(part, x)
-            terms.append(_sum_rightmost(log_det, dims[index] - part.domain.event_dim))
-            index += 1
-        return x, pairs.log_det(terms)
-    y = transform(x)
-    return y, transform.log_abs_det_jacobian(x, y)
+    return _walk(transform, x, generative=True)
 
 
 def inverse_and_log_det(transform: Transform, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(transform.inv(y), log|det J|)`` with J the Jacobian of the forward map at the result
     (fused as :func:`forward_and_log_det`)."""
+    return _walk(transform, y, generative=False)
+
+
+def _walk(
+    transform: Transform, x: torch.Tensor, generative: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(transform, FlowTransform):
-        return transform.inverse_and_log_det(y)
+        if generative:
+            return transform.forward_and_log_det(x)
+        return transform.inverse_and_log_det(x)
     if isinstance(transform, ComposeTransform) and transform.parts:
         parts, dims = transform.parts, _event_dims_along(transform)
-        pairs = LinearPairs(parts, dims, generative=False)
+        pairs = LinearPairs(parts, dims, generative)
+        order = range(len(parts)) if generative else range(len(parts) - 1, -1, -1)
         terms = []
-        index = len(parts) - 1
-        while index >= 0:
-            if index - 1 in pairs.starts:
-                y = pairs.apply(index - 1, y)
-                index -= 2
+        position = 0
+        while position < len(order):
+            index = order[position]
+            # A pair starts at its 1x1 convolution, the part met first when generating.
+            start = index if generative else index - 1
+            if start in pairs.starts:
+                x = pairs.apply(start, x)
+                position += 2
                 continue
             part = parts[index]
-            y, log_det = inverse_and_log_det(part, y)
+            x, log_det = _walk(part, x, generative)
             terms.append(_sum_rightmost(log_det, dims[index] - part.domain.event_dim))
-            index -= 1
-        return y, pairs.log_det(terms)
-    x = transform.inv(y)
-    return x, transform.log_abs_det_jacobian(x, y)
+            position += 1
+        return x, pairs.log_det(terms)
+    if generative:
+        y = transform(x)
+        return y, transform.log_abs_det_jacobian(x, y)
+    z = transform.inv(x)
+    return z, transform.log_abs_det_jacobian(z, x)
