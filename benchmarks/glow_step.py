@@ -7,6 +7,8 @@ convolution), batch 32 of 3x32x32, float32, a plain PyTorch loop on both sides
 (``-log_prob(x).mean()``, backward, global clipping, multi-tensor Adam). The candidates
 alternate A B A B after two warm-up steps each; the table gives the median time of each phase.
 
+- Floor: pyro-glow's coupling networks alone divided by normflows' full step, the lowest
+  step ratio a flow on these networks (and their oneDNN convolutions) could reach.
 - Flow overhead: each side's full step divided by a step of its coupling networks alone (the
   same networks on inputs of the shapes and layouts they see in the flow, gradients with
   respect to those inputs included as in the flow, same optimizer); 1.0 is the
@@ -202,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     targets.append(
                         target_row(f"{label}: flow overhead, pyro-glow", overhead, target)
                     )
+            # No flow built on these networks can take less than them: the eager ratio's floor.
+            floor = result["pyro-glow nets only"]["total"] / peer_total
+            targets.append(
+                target_row(f"{label}: floor, pyro-glow nets only / normflows", floor, None)
+            )
         if "pyro-glow compiled" in result:
             compiled = result["pyro-glow compiled"]["total"]
             print(
