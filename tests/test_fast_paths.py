@@ -58,6 +58,28 @@ def test_kept_matrices_follow_every_parameter_change():
     assert out[0].dtype == torch.float64
 
 
+def test_clear_cache_refreshes_kept_matrices_after_an_edit_through_data():
+    """``.data`` edits bump no version counter, so the kept matrices cannot see them;
+    ``clear_cache()`` (which ``flow()`` calls) drops them."""
+    layer = InvertibleConv1x1(4).with_cache(0)
+    x = torch.randn(3, 4, 5, 5)
+    before = _no_grad_output(layer, x)
+    layer.lu.data.add_(0.1)
+    layer.clear_cache()
+    now = _no_grad_output(layer, x)
+    assert not torch.allclose(now[0], before[0])
+    for a, b in zip(now, _fresh_output(layer, x), strict=True):
+        torch.testing.assert_close(a, b)
+    flow = glow((4,), steps=2, hidden=8)
+    conv = next(m for m in flow.modules() if isinstance(m, InvertibleConv1x1))
+    z = torch.randn(5, 4)
+    with torch.no_grad():
+        first = flow().transforms[0](z)
+        conv.lu.data.add_(0.1)
+        second = flow().transforms[0](z)
+    assert not torch.allclose(first, second)
+
+
 def _optimizer_step(layer, x):
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.01)
     layer.inverse_and_log_det(x)[0].square().mean().backward()

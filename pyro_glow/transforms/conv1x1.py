@@ -108,6 +108,12 @@ class InvertibleConv1x1(FlowTransform):
         """``W^{-1} = U^{-1} L^{-1} P^T`` by two triangular solves."""
         return lu_matrix(self.lu, self.diag_sign, self.permutation, self.identity, inverse=True)
 
+    def clear_cache(self) -> None:
+        """Forget the cached ``(x, y, log_det)`` and the matrices kept without autograd (after
+        an edit through ``.data``, which bumps no version counter, this is what refreshes them)."""
+        super().clear_cache()
+        self._kept_matrices.clear()
+
     def _matrix(self, inverse: bool) -> torch.Tensor:
         """``W^{-1}`` (``inverse``) or ``W``. Without autograd (sampling, evaluation) the
         matrix is kept until a parameter or buffer changes (keyed on the tensors' identities
