@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{torch.get_num_threads()} threads (ms, medians)"
     )
     for name, value in ms.items():
-        print(f"{name:12s} {value:8.1f}")
+        print(f"{name:20s} {value:8.1f}")
     targets = [
         target_row("sampling pyro-glow / normflows", ms["pyro-glow"] / ms["normflows"], 0.6),
         target_row(
